@@ -1,0 +1,55 @@
+# Fresh machine: `make demo` or `make test` sets up everything it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?= -n 2
+
+.PHONY: help setup test demo sandbox bench lint constraints clean system-deps
+
+help:
+	@echo "make demo   - run the seed scenario end to end on the embedded emulator (no AWS account)"
+	@echo "make test   - set up .venv and run the whole test suite"
+	@echo "make bench  - print the benchmark figures (enforcer and backfill)"
+	@echo "make lint   - ruff"
+
+# The only OS-level need is a Python with venv and pip. Debian splits venv into its
+# own package, so install it when it is missing (as root, or via sudo).
+system-deps:
+	@if ! $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1; then \
+	  echo "python3-venv is missing; installing it with apt-get"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3-venv python3-pip; \
+	fi
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt | system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip==26.3
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python -m ops sandbox --scenario seed
+
+sandbox: $(STAMP)
+	$(BIN)/python -m ops sandbox
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.enforcer
+	$(BIN)/python -m bench.backfill
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+constraints: $(STAMP)
+	( echo "# Full transitive pin set (pip freeze of a venv built from requirements-dev.txt)."; \
+	  echo "# Regenerate with: make constraints"; \
+	  $(BIN)/python -m pip freeze --exclude-editable ) > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Pulumi components and the shared stack configuration model."""

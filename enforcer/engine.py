@@ -1,0 +1,241 @@
+"""The re-key engine: look up, inspect, decide, act. Shared by the Lambda handler,
+``ops backfill``, ``ops audit`` and the sandbox, so that an object is judged and fixed
+the same way whichever of them touches it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from enforcer import rekey
+from enforcer.decision import (
+    ALERTING,
+    Decision,
+    Method,
+    ObjectState,
+    Outcome,
+    decide,
+    is_compliant,
+)
+from enforcer.events import ObjectRef
+from enforcer.mapping import Mapping, MappingSource, Target
+
+log = logging.getLogger(__name__)
+
+GIB = 1024**3
+
+
+class ConflictPersisted(Exception):
+    """409s kept coming; the message goes back to the queue for a later attempt."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    principal_id: str | None = None  # AWS:<role unique id>:<function name>
+    rekey_method: str = "auto"  # auto | copy
+    multipart_threshold: int = 5 * GIB
+    old_version_action: str = "delete"  # delete | keep
+    max_conflict_retries: int = 3
+    part_concurrency: int = 8
+
+
+@dataclass(frozen=True)
+class Result:
+    ref: ObjectRef
+    outcome: Outcome
+    reason: str
+    method: Method | None = None
+    before: ObjectState | None = None
+    target: Target | None = None
+    new_version_id: str | None = None
+    old_version: str | None = None  # deleted | kept | kept: <why>
+    fallback: str | None = None  # why UpdateObjectEncryption was not used
+
+    @property
+    def alert(self) -> bool:
+        return self.outcome in ALERTING
+
+    @property
+    def action_taken(self) -> str:
+        if self.outcome is not Outcome.REKEYED:
+            return "None"
+        return {
+            Method.UPDATE_ENCRYPTION: "Re-keyed in place with UpdateObjectEncryption",
+            Method.COPY: "Re-keyed with an in-place copy",
+            Method.MULTIPART_COPY: "Re-keyed with an in-place multipart copy",
+        }[self.method]
+
+
+class Enforcer:
+    def __init__(
+        self,
+        s3,
+        mappings: MappingSource,
+        settings: EngineSettings | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self.s3 = s3
+        self.mappings = mappings
+        self.settings = settings or EngineSettings()
+        self._clock = clock
+        self._acl_modes = rekey.BucketAclModes(s3)
+        # Threads start only when a multipart copy needs them; a pool of its own keeps
+        # part copies from waiting behind the record workers that started them.
+        self._part_pool = ThreadPoolExecutor(self.settings.part_concurrency, thread_name_prefix="part-copy")
+
+    # -- public -------------------------------------------------------------
+
+    def is_own_write(self, ref: ObjectRef) -> bool:
+        return bool(self.settings.principal_id) and ref.principal_id == self.settings.principal_id
+
+    def assess(self, ref: ObjectRef) -> tuple[Mapping | None, ObjectState | None, Decision]:
+        """Inspect and decide without acting (``ops audit``, ``backfill --dry-run``)."""
+        mapping = self.mappings.lookup(ref.bucket, ref.key)
+        if mapping is None or mapping.problem:
+            return mapping, None, self._decide(None, mapping, ref)
+        state = rekey.inspect(self.s3, ref.bucket, ref.key, ref.version_id)
+        return mapping, state, self._decide(state, mapping, ref)
+
+    def process(self, ref: ObjectRef) -> Result:
+        """Bring one object to its mapped encryption. Raises only for transient errors."""
+        # Mapping first: an unmapped object costs no S3 call, and the role needs no
+        # grant outside the mapped prefixes.
+        mapping = self.mappings.lookup(ref.bucket, ref.key)
+        if mapping is None or mapping.problem:
+            decision = self._decide(None, mapping, ref)
+            return Result(ref, decision.outcome, decision.reason)
+        for attempt in range(self.settings.max_conflict_retries + 1):
+            state = rekey.inspect(self.s3, ref.bucket, ref.key, ref.version_id)
+            decision = self._decide(state, mapping, ref)
+            if decision.outcome is not Outcome.REKEY:
+                return Result(ref, decision.outcome, decision.reason, before=state, target=decision.target)
+            try:
+                return self._act(ref, mapping, state, decision)
+            except rekey.Conflict:
+                log.info("conflicting write on %s (attempt %d); inspecting again", ref.s3_path, attempt + 1)
+            except rekey.Superseded:
+                return Result(
+                    ref,
+                    Outcome.SUPERSEDED,
+                    f"Superseded by a newer write; the newer object's own event re-keys it ({decision.reason})",
+                    decision.method,
+                    state,
+                    decision.target,
+                )
+            except rekey.Gone:
+                return Result(ref, Outcome.GONE, "Object was deleted while being re-keyed", decision.method, state)
+            except rekey.Locked as exc:
+                return Result(
+                    ref,
+                    Outcome.LOCKED,
+                    f"{decision.reason}; Object Lock forbids re-keying this version in place: {exc}",
+                    decision.method,
+                    state,
+                    decision.target,
+                )
+            except rekey.PermanentFailure as exc:
+                return Result(
+                    ref,
+                    Outcome.FAILED,
+                    f"{decision.reason}; re-key failed and will not be retried: {exc}",
+                    decision.method,
+                    state,
+                    decision.target,
+                )
+        raise ConflictPersisted(
+            f"{ref.s3_path}: {self.settings.max_conflict_retries + 1} conflicting writes in a row"
+        )
+
+    # -- internals ----------------------------------------------------------
+
+    def _decide(self, state, mapping, ref, rekey_method: str | None = None) -> Decision:
+        return decide(
+            state,
+            mapping,
+            own_write=self.is_own_write(ref),
+            rekey_method=rekey_method or self.settings.rekey_method,
+            multipart_threshold=self.settings.multipart_threshold,
+            default_old_version_action=self.settings.old_version_action,
+            now=self._clock(),
+        )
+
+    def _act(self, ref: ObjectRef, mapping: Mapping, state: ObjectState, decision: Decision) -> Result:
+        fallback = None
+        if decision.method is Method.UPDATE_ENCRYPTION:
+            try:
+                rekey.update_encryption(self.s3, state, decision.target)
+                return Result(ref, Outcome.REKEYED, decision.reason, decision.method, state, decision.target)
+            except rekey.Fallback as exc:
+                fallback = str(exc)
+                log.warning("UpdateObjectEncryption not usable for %s (%s); copying instead", ref.s3_path, exc)
+                decision = self._decide(state, mapping, ref, rekey_method="copy")
+                if decision.outcome is not Outcome.REKEY:
+                    return Result(ref, decision.outcome, decision.reason, before=state, fallback=fallback)
+        return replace(self._copy(ref, state, decision), fallback=fallback)
+
+    def _copy(self, ref: ObjectRef, state: ObjectState, decision: Decision) -> Result:
+        target = decision.target
+        grants: dict[str, str] = {}
+        if self._acl_modes.uses_acls(state.bucket):
+            grants = rekey.acl_grant_params(self._read(self.s3.get_object_acl, state))
+        plan = rekey.CopyPlan.build(state, target, grants)
+        if decision.method is Method.MULTIPART_COPY:
+            if state.head.get("TagCount"):
+                tag_set = self._read(self.s3.get_object_tagging, state)["TagSet"]
+                plan.tags = {t["Key"]: t["Value"] for t in tag_set}
+            written = rekey.multipart_copy(
+                self.s3, state, plan, self.settings.multipart_threshold, self._part_pool
+            )
+        else:
+            written = rekey.copy_in_place(self.s3, state, plan)
+        new_version = written.get("VersionId") if state.versioned else None
+        result = Result(
+            ref, Outcome.REKEYED, decision.reason, decision.method, state, target, new_version_id=new_version
+        )
+        if decision.old_version_action and new_version:
+            result = self._handle_old_version(result, state, decision, written)
+        return result
+
+    def _handle_old_version(self, result: Result, state: ObjectState, decision: Decision, written) -> Result:
+        target = decision.target
+        confirmed = rekey.written_encryption(written) == (target.sse_type, target.kms_key_arn)
+        if not confirmed:
+            # The copy's answer did not show the key (some endpoints omit it for DSSE):
+            # only a HEAD of the new version may clear the old one for deletion.
+            after = rekey.inspect(self.s3, state.bucket, state.key, result.new_version_id)
+            confirmed = is_compliant(after, target)
+        if not confirmed:
+            return replace(
+                result,
+                outcome=Outcome.FAILED,
+                reason=f"{result.reason}; the new version {result.new_version_id} is not encrypted as "
+                "mapped, so the old version was kept",
+                old_version="kept: new version not compliant",
+            )
+        if decision.old_version_action != "delete":
+            return replace(result, old_version="kept")
+        try:
+            self.s3.delete_object(Bucket=state.bucket, Key=state.key, VersionId=state.version_id)
+            return replace(result, old_version="deleted")
+        except ClientError as exc:
+            message = exc.response.get("Error", {}).get("Message", "")
+            if rekey.error_code(exc) == "AccessDenied":
+                return replace(result, old_version=f"kept: {message or 'access denied'}")
+            raise
+
+    def _read(self, operation, state: ObjectState) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"Bucket": state.bucket, "Key": state.key}
+        if state.versioned:
+            kwargs["VersionId"] = state.version_id
+        try:
+            return operation(**kwargs)
+        except ClientError as exc:
+            rekey.raise_classified(exc)
+            raise

@@ -1,0 +1,395 @@
+"""The S3 actions: inspect one object, and re-key it by the cheapest correct method.
+
+Every write here is guarded so that an older object never overwrites a newer one:
+copies carry ``CopySourceIfMatch`` (the source has not changed since inspection) and
+the destination condition ``IfMatch`` (S3 evaluates it when the copy commits, so a
+PUT that lands while the copy is in flight wins and the copy answers 412).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from botocore.exceptions import ClientError
+
+from enforcer.decision import SSE_KMS, ObjectState, Presence
+from enforcer.mapping import Target
+
+log = logging.getLogger(__name__)
+
+MIB = 1024**2
+MIN_PART = 5 * MIB  # S3's minimum part size (all but the last part)
+MAX_PART = 5 * 1024**3
+MAX_PARTS = 10_000
+PREFERRED_MAX_PART = 512 * MIB  # larger parts only add per-part latency to the copy
+
+_CHECKSUM_FIELDS = {
+    "ChecksumCRC32": "CRC32",
+    "ChecksumCRC32C": "CRC32C",
+    "ChecksumCRC64NVME": "CRC64NVME",
+    "ChecksumSHA1": "SHA1",
+    "ChecksumSHA256": "SHA256",
+}
+# Attributes a copy must carry over explicitly: with MetadataDirective=REPLACE (and
+# always for CreateMultipartUpload) S3 copies none of them by itself.
+_CONTENT_FIELDS = (
+    "ContentType",
+    "CacheControl",
+    "ContentDisposition",
+    "ContentEncoding",
+    "ContentLanguage",
+    "Expires",
+    "WebsiteRedirectLocation",
+)
+_LOCK_FIELDS = ("ObjectLockMode", "ObjectLockRetainUntilDate", "ObjectLockLegalHoldStatus")
+
+
+# ---------------------------------------------------------------------------
+# Errors
+
+
+class Superseded(Exception):
+    """412: a newer write replaced the inspected object; its own event handles it."""
+
+
+class Conflict(Exception):
+    """409 ConditionalRequestConflict: inspect again and decide again."""
+
+
+class Gone(Exception):
+    """404 during the write: the object or version was deleted meanwhile."""
+
+
+class Fallback(Exception):
+    """UpdateObjectEncryption cannot do this one; the copy path can."""
+
+
+class Locked(Exception):
+    """Object Lock forbids re-keying this version in place."""
+
+
+class PermanentFailure(Exception):
+    """Retrying cannot help (a missing grant, a disabled key): alert a human."""
+
+
+def error_code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "") or str(
+        exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+    )
+
+
+def status_of(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+_PERMANENT_CODES = {
+    "AccessDenied",
+    "KMS.AccessDeniedException",
+    "KMS.DisabledException",
+    "KMS.NotFoundException",
+    "KMS.KMSInvalidStateException",
+    "KMS.InvalidKeyUsageException",
+    "InvalidObjectState",
+    "InvalidArgument",
+    "InvalidRequest",
+    "AccessControlListNotSupported",
+}
+
+
+def raise_classified(exc: ClientError) -> None:
+    """Translate a failed write into the engine's vocabulary; transient errors re-raise."""
+    code, status = error_code(exc), status_of(exc)
+    if code == "PreconditionFailed" or status == 412:
+        raise Superseded(str(exc)) from exc
+    if code == "ConditionalRequestConflict" or status == 409:
+        raise Conflict(str(exc)) from exc
+    if code in ("NoSuchKey", "NoSuchVersion", "404") or status == 404:
+        raise Gone(str(exc)) from exc
+    if code in _PERMANENT_CODES or (400 <= status < 500 and status not in (408, 429)):
+        raise PermanentFailure(f"{code}: {exc.response.get('Error', {}).get('Message', '')}") from exc
+    raise exc  # throttling, 5xx, timeouts: back to SQS for a later retry
+
+
+# ---------------------------------------------------------------------------
+# Inspect
+
+
+def _parse_lock(head: dict[str, Any]) -> tuple[str | None, datetime | None, bool]:
+    return (
+        head.get("ObjectLockMode"),
+        head.get("ObjectLockRetainUntilDate"),
+        head.get("ObjectLockLegalHoldStatus") == "ON",
+    )
+
+
+def inspect(s3, bucket: str, key: str, version_id: str | None = None) -> ObjectState:
+    """One HEAD; its answer holds everything the decision and a full-fidelity copy need."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
+    if version_id:
+        kwargs["VersionId"] = version_id
+    try:
+        head = s3.head_object(**kwargs)
+    except ClientError as exc:
+        status = status_of(exc)
+        if status in (404, 405):  # 405: the version is a delete marker
+            return ObjectState(bucket, key, Presence.GONE, version_id=version_id)
+        if status == 400:
+            # HEAD carries no error body; for an existing key a plain 400 is S3 asking
+            # for the SSE-C customer key.
+            return ObjectState(bucket, key, Presence.SSE_C, version_id=version_id)
+        if status == 403:
+            return ObjectState(bucket, key, Presence.ACCESS_DENIED, version_id=version_id)
+        raise
+    if head.get("DeleteMarker"):
+        return ObjectState(bucket, key, Presence.GONE, version_id=version_id)
+    mode, until, hold = _parse_lock(head)
+    return ObjectState(
+        bucket=bucket,
+        key=key,
+        version_id=head.get("VersionId") or version_id,
+        etag=head.get("ETag"),
+        size=int(head.get("ContentLength") or 0),
+        sse_type=head.get("ServerSideEncryption"),
+        kms_key_arn=head.get("SSEKMSKeyId"),
+        bucket_key_enabled=head.get("BucketKeyEnabled"),
+        storage_class=head.get("StorageClass") or "STANDARD",
+        archive_status=head.get("ArchiveStatus"),
+        restore=head.get("Restore"),
+        lock_mode=mode,
+        lock_retain_until=until,
+        legal_hold=hold,
+        head=head,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Method 1: UpdateObjectEncryption
+
+
+def update_encryption(s3, state: ObjectState, target: Target) -> None:
+    """Re-key in place: same bytes, ETag, metadata, tags, storage class and version."""
+    if not hasattr(s3, "update_object_encryption"):
+        raise Fallback("this boto3 has no UpdateObjectEncryption")
+    kwargs: dict[str, Any] = {
+        "Bucket": state.bucket,
+        "Key": state.key,
+        "ObjectEncryption": {
+            "SSEKMS": {"KMSKeyArn": target.kms_key_arn, "BucketKeyEnabled": target.bucket_key}
+        },
+    }
+    if state.versioned:
+        kwargs["VersionId"] = state.version_id
+    try:
+        s3.update_object_encryption(**kwargs)
+    except ClientError as exc:
+        code = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message", "")
+        if code in ("InvalidRequest", "NotImplemented", "MethodNotAllowed"):
+            raise Fallback(f"{code}: {message}") from exc
+        if code == "AccessDenied":
+            if "Object Lock" in message:
+                raise Locked(message) from exc
+            if "same account" in message or "organization" in message.lower():
+                raise Fallback(f"cross-account key: {message}") from exc
+        raise_classified(exc)
+
+
+# ---------------------------------------------------------------------------
+# Methods 2 and 3: full-fidelity copies
+
+
+class BucketAclModes:
+    """Whether each bucket still uses ACLs, asked once per bucket per container.
+
+    With Object Ownership "bucket owner enforced" ACLs are off and re-applying grants
+    would fail; otherwise a copy resets the ACL to the default, so grants go along.
+    """
+
+    def __init__(self, s3):
+        self._s3 = s3
+        self._modes: dict[str, bool] = {}
+        self._lock = threading.Lock()
+
+    def uses_acls(self, bucket: str) -> bool:
+        with self._lock:
+            if bucket in self._modes:
+                return self._modes[bucket]
+        try:
+            rules = self._s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"]
+            uses = not any(r.get("ObjectOwnership") == "BucketOwnerEnforced" for r in rules)
+        except ClientError as exc:
+            # No ownership controls: a pre-2023 bucket with ACLs on. Denied: read the
+            # object's ACL instead of guessing that there is none to keep.
+            if error_code(exc) not in ("OwnershipControlsNotFoundError", "AccessDenied"):
+                raise
+            uses = True
+        with self._lock:
+            self._modes[bucket] = uses
+        return uses
+
+
+_GRANT_PARAMS = {
+    "FULL_CONTROL": "GrantFullControl",
+    "READ": "GrantRead",
+    "READ_ACP": "GrantReadACP",
+    "WRITE_ACP": "GrantWriteACP",
+}
+
+
+def acl_grant_params(acl: dict[str, Any]) -> dict[str, str]:
+    """GetObjectAcl's answer as CopyObject/CreateMultipartUpload grant headers.
+
+    Passed on the write itself, so the new object never exists with a default ACL.
+    """
+    by_perm: dict[str, list[str]] = {}
+    for grant in acl.get("Grants", []):
+        grantee, perm = grant.get("Grantee", {}), grant.get("Permission")
+        if perm not in _GRANT_PARAMS:
+            continue
+        if grantee.get("Type") == "CanonicalUser":
+            value = f'id="{grantee["ID"]}"'
+        elif grantee.get("Type") == "Group":
+            value = f'uri="{grantee["URI"]}"'
+        elif grantee.get("Type") == "AmazonCustomerByEmail":
+            value = f'emailAddress="{grantee["EmailAddress"]}"'
+        else:
+            continue
+        by_perm.setdefault(_GRANT_PARAMS[perm], []).append(value)
+    owner = acl.get("Owner", {}).get("ID")
+    only_owner = list(by_perm) == ["GrantFullControl"] and by_perm["GrantFullControl"] == [f'id="{owner}"']
+    return {} if only_owner else {k: ", ".join(v) for k, v in by_perm.items()}
+
+
+@dataclass
+class CopyPlan:
+    """Everything a copy writes besides the bytes, taken from HEAD (and ACL/tags)."""
+
+    params: dict[str, Any]
+    tags: dict[str, str] | None = None  # only fetched for multipart (CopyObject copies them)
+
+    @classmethod
+    def build(cls, state: ObjectState, target: Target, grants: dict[str, str]) -> CopyPlan:
+        head = state.head
+        params: dict[str, Any] = {
+            "Metadata": dict(head.get("Metadata") or {}),
+            # Passed explicitly: omitting it silently moves the object to STANDARD.
+            "StorageClass": state.storage_class,
+            "ServerSideEncryption": target.sse_type,
+            "SSEKMSKeyId": target.kms_key_arn,
+        }
+        if target.sse_type == SSE_KMS:
+            params["BucketKeyEnabled"] = target.bucket_key
+        for name in _CONTENT_FIELDS:
+            if head.get(name) is not None:
+                params[name] = head[name]
+        for name in _LOCK_FIELDS:
+            if head.get(name) is not None:
+                params[name] = head[name]
+        algorithm = next((alg for f, alg in _CHECKSUM_FIELDS.items() if head.get(f)), None)
+        if algorithm:
+            params["ChecksumAlgorithm"] = algorithm
+        params.update(grants)
+        return cls(params)
+
+
+def _copy_source(state: ObjectState) -> dict[str, str]:
+    src = {"Bucket": state.bucket, "Key": state.key}
+    if state.versioned:
+        src["VersionId"] = state.version_id  # pinned: never copy a newer version by accident
+    return src
+
+
+def copy_in_place(s3, state: ObjectState, plan: CopyPlan) -> dict[str, Any]:
+    try:
+        return s3.copy_object(
+            Bucket=state.bucket,
+            Key=state.key,
+            CopySource=_copy_source(state),
+            CopySourceIfMatch=state.etag,
+            IfMatch=state.etag,
+            MetadataDirective="REPLACE",
+            TaggingDirective="COPY",
+            **plan.params,
+        )
+    except ClientError as exc:
+        raise_classified(exc)
+        raise  # unreachable; keeps type checkers honest
+
+
+def part_size_for(size: int, threshold: int) -> int:
+    size_floor = math.ceil(size / MAX_PARTS)
+    return min(MAX_PART, max(MIN_PART, size_floor, min(threshold, PREFERRED_MAX_PART)))
+
+
+def multipart_copy(
+    s3,
+    state: ObjectState,
+    plan: CopyPlan,
+    threshold: int,
+    pool: ThreadPoolExecutor,
+    on_part: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """UploadPartCopy in parallel parts; the upload is aborted on any failure."""
+    params = dict(plan.params)
+    if plan.tags:
+        params["Tagging"] = urlencode(plan.tags)
+    try:
+        upload_id = s3.create_multipart_upload(Bucket=state.bucket, Key=state.key, **params)["UploadId"]
+    except ClientError as exc:
+        raise_classified(exc)
+        raise
+    part_size = part_size_for(state.size, threshold)
+    ranges = [(n + 1, start, min(start + part_size, state.size) - 1)
+              for n, start in enumerate(range(0, state.size, part_size))]
+    algorithm = plan.params.get("ChecksumAlgorithm")
+    checksum_field = f"Checksum{algorithm}" if algorithm else None
+
+    def copy_part(part: tuple[int, int, int]) -> dict[str, Any]:
+        number, first, last = part
+        result = s3.upload_part_copy(
+            Bucket=state.bucket,
+            Key=state.key,
+            UploadId=upload_id,
+            PartNumber=number,
+            CopySource=_copy_source(state),
+            CopySourceRange=f"bytes={first}-{last}",
+            CopySourceIfMatch=state.etag,
+        )["CopyPartResult"]
+        if on_part:
+            on_part(number, len(ranges))
+        done = {"PartNumber": number, "ETag": result["ETag"]}
+        if checksum_field and result.get(checksum_field):
+            done[checksum_field] = result[checksum_field]
+        return done
+
+    try:
+        parts = list(pool.map(copy_part, ranges))
+        return s3.complete_multipart_upload(
+            Bucket=state.bucket,
+            Key=state.key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+            IfMatch=state.etag,
+        )
+    except BaseException as exc:
+        try:
+            s3.abort_multipart_upload(Bucket=state.bucket, Key=state.key, UploadId=upload_id)
+        except ClientError:
+            # Parts of an unaborted upload are billed until a lifecycle rule removes them.
+            log.warning("could not abort upload %s of s3://%s/%s", upload_id, state.bucket, state.key)
+        if isinstance(exc, ClientError):
+            raise_classified(exc)
+        raise
+
+
+def written_encryption(response: dict[str, Any]) -> tuple[str | None, str | None]:
+    return response.get("ServerSideEncryption"), response.get("SSEKMSKeyId")
+

@@ -1,0 +1,320 @@
+"""Copies keep everything about an object; races never let an older copy win."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from botocore.exceptions import ClientError
+
+from ops import moto_patches
+from tests.conftest import LambdaContext
+
+MIB = 1024**2
+ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+
+
+def snapshot(world, bucket, key, version_id=None):
+    """Every attribute a re-key must preserve, plus the bytes."""
+    kw = {"VersionId": version_id} if version_id else {}
+    h = world.s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED", **kw)
+    return {
+        "body": world.s3.get_object(Bucket=bucket, Key=key, **kw)["Body"].read(),
+        "metadata": h.get("Metadata"),
+        "content": {f: h.get(f) for f in ("ContentType", "CacheControl", "ContentDisposition",
+                                          "ContentEncoding", "ContentLanguage", "Expires")},
+        "redirect": h.get("WebsiteRedirectLocation"),
+        "storage_class": h.get("StorageClass", "STANDARD"),
+        "checksum_sha256": bool(h.get("ChecksumSHA256")),
+        "tags": sorted((t["Key"], t["Value"]) for t in world.s3.get_object_tagging(Bucket=bucket, Key=key, **kw)["TagSet"]),
+        "lock": (h.get("ObjectLockMode"), h.get("ObjectLockRetainUntilDate"), h.get("ObjectLockLegalHoldStatus")),
+        "sse": (h.get("ServerSideEncryption"), h.get("SSEKMSKeyId")),
+    }
+
+
+def grants(world, bucket, key):
+    acl = world.s3.get_object_acl(Bucket=bucket, Key=key)
+    return sorted((g["Grantee"].get("URI") or g["Grantee"].get("ID"), g["Permission"]) for g in acl["Grants"])
+
+
+def put_rich(world, bucket, key, body, **extra):
+    return world.s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=body,
+        Metadata={"tenant": "a", "owner": "data-team"},
+        ContentType="application/x-tenant",
+        CacheControl="max-age=60",
+        ContentDisposition='attachment; filename="r.bin"',
+        ContentEncoding="identity",
+        ContentLanguage="fr-CA",
+        Expires=datetime(2030, 1, 1, tzinfo=UTC),
+        WebsiteRedirectLocation="/moved/here",
+        StorageClass="STANDARD_IA",
+        Tagging="team=a&cost+center=42",
+        ChecksumAlgorithm="SHA256",
+        **extra,
+    )
+
+
+@pytest.mark.parametrize(("threshold", "size"), [(None, 4096), (5 * MIB, 11 * MIB)], ids=["copy", "multipart"])
+def test_copy_keeps_every_attribute_and_the_bytes(world, load_handler, threshold, size):
+    env = {"MULTIPART_THRESHOLD_BYTES": str(threshold)} if threshold else {}
+    handler = load_handler(**env)
+    bucket = world.bucket("acl-bucket", ownership="ObjectWriter")
+    world.map(bucket, "t/", world.key("t"), dsse=True)
+    body = bytes(range(256)) * (size // 256)
+    put_rich(world, bucket, "t/report.bin", body)
+    owner = world.s3.get_object_acl(Bucket=bucket, Key="t/report.bin")["Owner"]
+    world.s3.put_object_acl(
+        Bucket=bucket,
+        Key="t/report.bin",
+        AccessControlPolicy={
+            "Owner": owner,
+            "Grants": [
+                {"Grantee": {"Type": "Group", "URI": ALL_USERS}, "Permission": "READ"},
+                {"Grantee": {"Type": "CanonicalUser", "ID": owner["ID"]}, "Permission": "FULL_CONTROL"},
+            ],
+        },
+    )
+    before, acl_before = snapshot(world, bucket, "t/report.bin"), grants(world, bucket, "t/report.bin")
+    assert (ALL_USERS, "READ") in acl_before
+
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+
+    after, acl_after = snapshot(world, bucket, "t/report.bin"), grants(world, bucket, "t/report.bin")
+    assert after["sse"] == ("aws:kms:dsse", world.keys["t"])
+    for attribute in ("body", "metadata", "content", "redirect", "storage_class", "checksum_sha256", "tags"):
+        assert after[attribute] == before[attribute], attribute
+    assert after["storage_class"] == "STANDARD_IA" and after["redirect"] == "/moved/here"
+    assert acl_after == acl_before
+    (row,) = world.log_rows()
+    assert row["method"] == ("multipart-copy" if threshold else "copy")
+    assert world.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_object_lock_retention_and_legal_hold_are_reapplied(world, load_handler):
+    handler = load_handler()
+    bucket = world.bucket("locked-bucket", object_lock=True)
+    world.map(bucket, "t/", world.key("t"))
+    until = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    old = world.s3.put_object(
+        Bucket=bucket,
+        Key="t/ledger",
+        Body=b"ledger",
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=until,
+        ObjectLockLegalHoldStatus="ON",
+    )["VersionId"]
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    (row,) = world.log_rows()
+    # Object Lock forbids the in-place update, so a copy makes a new, locked version.
+    assert row["method"] == "copy" and row["old_version"] == "kept"
+    new = row["new_version_id"]
+    after = snapshot(world, bucket, "t/ledger", new)
+    assert after["sse"] == ("aws:kms", world.keys["t"])
+    assert after["lock"] == ("GOVERNANCE", until, "ON")
+    assert after["body"] == b"ledger"
+    versions = {v["VersionId"] for v in world.s3.list_object_versions(Bucket=bucket)["Versions"]}
+    assert versions == {old, new}
+
+
+def test_update_in_place_refused_by_object_lock_is_a_locked_outcome(world, load_handler):
+    """When HEAD cannot see the lock (no GetObjectRetention grant), S3 itself refuses."""
+    handler = load_handler()
+    bucket = world.bucket("locked-bucket", object_lock=True)
+    world.map(bucket, "t/", world.key("t"))
+    world.s3.put_object(Bucket=bucket, Key="t/x", Body=b"x", ObjectLockLegalHoldStatus="ON")
+
+    def hide_lock(http_response, parsed, model, **_):
+        if model.name == "HeadObject":
+            for field in ("ObjectLockMode", "ObjectLockRetainUntilDate", "ObjectLockLegalHoldStatus"):
+                parsed.pop(field, None)
+
+    handler.s3.meta.events.register("after-call.s3.HeadObject", hide_lock)
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    (row,) = world.log_rows()
+    assert row["outcome"] == "locked" and "Object Lock" in row["action_reason"]
+
+
+# -- races ------------------------------------------------------------------
+
+
+def newer_put(world, bucket, key):
+    world.s3.put_object(Bucket=bucket, Key=key, Body=b"NEWER CONTENT", ServerSideEncryption="AES256")
+
+
+@pytest.mark.parametrize("versioned", [False, True], ids=["unversioned", "versioned"])
+def test_newer_put_between_inspect_and_copy_survives(world, load_handler, versioned):
+    handler = load_handler()
+    bucket = world.bucket("race-bucket", versioned=versioned)
+    world.map(bucket, "t/", world.key("t"), dsse=True)
+    world.s3.put_object(Bucket=bucket, Key="t/x", Body=b"OLDER CONTENT")
+    event = world.event()
+    fired = []
+
+    def land_first(**_):
+        if not fired:
+            fired.append(1)
+            newer_put(world, bucket, "t/x")
+
+    handler.s3.meta.events.register("before-call.s3.CopyObject", land_first)
+    assert handler.handler(event, LambdaContext()) == {"batchItemFailures": []}
+    assert world.s3.get_object(Bucket=bucket, Key="t/x")["Body"].read() == b"NEWER CONTENT"
+    (row,) = world.log_rows()
+    assert row["outcome"] == "superseded" and "newer write" in row["action_reason"]
+    if versioned:
+        assert len(world.s3.list_object_versions(Bucket=bucket)["Versions"]) == 2  # nothing deleted
+
+
+@pytest.mark.parametrize("versioned", [False, True], ids=["unversioned", "versioned"])
+def test_newer_put_while_copy_is_in_flight_survives(world, load_handler, versioned):
+    handler = load_handler()
+    bucket = world.bucket("race-bucket", versioned=versioned)
+    world.map(bucket, "t/", world.key("t"), dsse=True)
+    world.s3.put_object(Bucket=bucket, Key="t/x", Body=b"OLDER CONTENT")
+    event = world.event()
+    with moto_patches.commit_hook(lambda b, k: newer_put(world, b, k)):
+        assert handler.handler(event, LambdaContext()) == {"batchItemFailures": []}
+    assert world.s3.get_object(Bucket=bucket, Key="t/x")["Body"].read() == b"NEWER CONTENT"
+    assert world.log_rows()[0]["outcome"] == "superseded"
+
+
+@pytest.mark.parametrize("versioned", [False, True], ids=["unversioned", "versioned"])
+def test_newer_put_before_multipart_completes_survives_and_upload_is_aborted(world, load_handler, versioned):
+    handler = load_handler(MULTIPART_THRESHOLD_BYTES=str(5 * MIB))
+    bucket = world.bucket("race-bucket", versioned=versioned)
+    world.map(bucket, "t/", world.key("t"), dsse=True)
+    world.s3.put_object(Bucket=bucket, Key="t/big", Body=b"o" * (6 * MIB))
+    event = world.event()
+    handler.s3.meta.events.register(
+        "before-call.s3.CompleteMultipartUpload", lambda **_: newer_put(world, bucket, "t/big")
+    )
+    assert handler.handler(event, LambdaContext()) == {"batchItemFailures": []}
+    assert world.s3.get_object(Bucket=bucket, Key="t/big")["Body"].read() == b"NEWER CONTENT"
+    assert world.log_rows()[0]["outcome"] == "superseded"
+    assert world.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_conflict_409_is_inspected_again_and_retried(world, load_handler):
+    handler = load_handler()
+    bucket = world.bucket("race-bucket")
+    world.map(bucket, "t/", world.key("t"), dsse=True)
+    world.s3.put_object(Bucket=bucket, Key="t/x", Body=b"content")
+    heads, copies = [], []
+    handler.s3.meta.events.register("before-call.s3.HeadObject", lambda **_: heads.append(1))
+
+    def conflict_once(**_):
+        copies.append(1)
+        if len(copies) == 1:
+            raise ClientError({"Error": {"Code": "ConditionalRequestConflict", "Message": "conflict"},
+                               "ResponseMetadata": {"HTTPStatusCode": 409}}, "CopyObject")
+
+    handler.s3.meta.events.register("before-call.s3.CopyObject", conflict_once)
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    assert (len(heads), len(copies)) == (2, 2)
+    assert world.s3.head_object(Bucket=bucket, Key="t/x")["ServerSideEncryption"] == "aws:kms:dsse"
+
+
+def test_persistent_conflict_goes_back_to_the_queue(world, load_handler):
+    handler = load_handler()
+    bucket = world.bucket("race-bucket")
+    world.map(bucket, "t/", world.key("t"), dsse=True)
+    world.s3.put_object(Bucket=bucket, Key="t/x", Body=b"content")
+
+    def always(**_):
+        raise ClientError({"Error": {"Code": "ConditionalRequestConflict", "Message": "conflict"},
+                           "ResponseMetadata": {"HTTPStatusCode": 409}}, "CopyObject")
+
+    handler.s3.meta.events.register("before-call.s3.CopyObject", always)
+    event = world.event()
+    assert handler.handler(event, LambdaContext()) == {
+        "batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]
+    }
+
+
+# -- failures, alerts, isolation ----------------------------------------------
+
+
+@pytest.fixture
+def alert_inbox(world):
+    sns = world.enforcer_client("sns")
+    topic = sns.create_topic(Name="alerts")["TopicArn"]
+    inbox = world.sqs.create_queue(QueueName="alert-inbox")["QueueUrl"]
+    inbox_arn = world.sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"})
+
+    def read():
+        msgs = world.sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", [])
+        return [m["Body"] for m in msgs]
+
+    return topic, read
+
+
+def test_sse_c_objects_alert_once_per_bucket_and_are_not_retried(world, load_handler, alert_inbox):
+    topic, read_alerts = alert_inbox
+    handler = load_handler(ALERT_TOPIC_ARN=topic)
+    bucket = world.bucket("ssec-bucket")
+    world.map(bucket, "t/", world.key("t"))
+    for name in ("a", "b"):
+        world.s3.put_object(Bucket=bucket, Key=f"t/{name}", Body=b"secret",
+                            SSECustomerAlgorithm="AES256", SSECustomerKey=b"k" * 32)
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    assert {r["outcome"] for r in world.log_rows()} == {"sse-c"}
+    (alert,) = read_alerts()
+    assert "2 object(s)" in alert and "t/a" in alert and "t/b" in alert
+
+
+def test_transient_error_fails_only_its_record(world, load_handler):
+    handler = load_handler()
+    bucket = world.bucket("mixed-bucket")
+    world.map(bucket, "t/", world.key("t"))
+    world.s3.put_object(Bucket=bucket, Key="t/ok", Body=b"x")
+    world.s3.put_object(Bucket=bucket, Key="t/throttled", Body=b"x")
+    event = world.event()
+    throttled_id = next(r["messageId"] for r in event["Records"] if "throttled" in r["body"])
+
+    def throttle(params, **_):
+        if params.get("Key") == "t/throttled":
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"},
+                               "ResponseMetadata": {"HTTPStatusCode": 503}}, "HeadObject")
+
+    handler.s3.meta.events.register("before-call.s3.HeadObject", throttle)
+    assert handler.handler(event, LambdaContext()) == {"batchItemFailures": [{"itemIdentifier": throttled_id}]}
+    assert world.s3.head_object(Bucket=bucket, Key="t/ok")["SSEKMSKeyId"] == world.keys["t"]
+
+
+def test_kms_access_denied_is_permanent_alerted_and_not_retried(world, load_handler, alert_inbox):
+    topic, read_alerts = alert_inbox
+    handler = load_handler(ALERT_TOPIC_ARN=topic)
+    bucket = world.bucket("denied-bucket")
+    world.map(bucket, "t/", world.key("t"))
+    world.s3.put_object(Bucket=bucket, Key="t/x", Body=b"x")
+
+    def denied(**_):
+        raise ClientError({"Error": {"Code": "KMS.AccessDeniedException", "Message": "not authorized to kms:Encrypt"},
+                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "UpdateObjectEncryption")
+
+    handler.s3.meta.events.register("before-call.s3.UpdateObjectEncryption", denied)
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    (row,) = world.log_rows()
+    assert row["outcome"] == "failed" and "kms:Encrypt" in row["action_reason"]
+    assert len(read_alerts()) == 1
+
+
+def test_access_denied_on_head_is_an_alerted_outcome(world, load_handler, alert_inbox):
+    topic, read_alerts = alert_inbox
+    handler = load_handler(ALERT_TOPIC_ARN=topic)
+    bucket = world.bucket("denied-bucket")
+    world.map(bucket, "t/", world.key("t"))
+    world.s3.put_object(Bucket=bucket, Key="t/x", Body=b"x")
+
+    def forbidden(**_):
+        raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"},
+                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "HeadObject")
+
+    handler.s3.meta.events.register("before-call.s3.HeadObject", forbidden)
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    assert world.log_rows()[0]["outcome"] == "access-denied"
+    assert "access-denied" in json.dumps(read_alerts())
