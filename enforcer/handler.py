@@ -40,12 +40,15 @@ copy_config_to_registered_loggers(source_logger=logger, include={"enforcer"})
 
 settings = Settings.from_env(os.environ)
 _config = aws_config("standard", pool=settings.concurrency * 2 + 8)
-s3 = boto3.client("s3", config=_config)
-dynamodb = boto3.client("dynamodb", config=_config)
-sns = boto3.client("sns", config=_config)
+# A session of its own: the process-wide default session keeps whatever credentials
+# it saw first, which is wrong for anything that hosts the handler besides Lambda.
+_session = boto3.session.Session()
+s3 = _session.client("s3", config=_config)
+dynamodb = _session.client("dynamodb", config=_config)
+sns = _session.client("sns", config=_config)
 # The principal S3 puts on events caused by this function's own writes. The program
 # sets it; without it, ask STS once per container rather than guess.
-principal_id = settings.principal_id or "AWS:" + boto3.client("sts", config=_config).get_caller_identity()["UserId"]
+principal_id = settings.principal_id or "AWS:" + _session.client("sts", config=_config).get_caller_identity()["UserId"]
 
 engine = Enforcer(
     s3,

@@ -280,7 +280,7 @@ def test_transient_error_fails_only_its_record(world, load_handler):
             raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"},
                                "ResponseMetadata": {"HTTPStatusCode": 503}}, "HeadObject")
 
-    handler.s3.meta.events.register("before-call.s3.HeadObject", throttle)
+    handler.s3.meta.events.register("before-parameter-build.s3.HeadObject", throttle)
     assert handler.handler(event, LambdaContext()) == {"batchItemFailures": [{"itemIdentifier": throttled_id}]}
     assert world.s3.head_object(Bucket=bucket, Key="t/ok")["SSEKMSKeyId"] == world.keys["t"]
 
