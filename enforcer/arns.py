@@ -41,22 +41,5 @@ def check_key_arn(value: object) -> KeyArnProblem | None:
     return None
 
 
-def is_key_arn(value: object) -> bool:
-    return check_key_arn(value) is None
-
-
 def region_of_key_arn(arn: str) -> str:
     return arn.split(":")[3]
-
-
-def account_of_key_arn(arn: str) -> str:
-    return arn.split(":")[4]
-
-
-def partition_of_arn(arn: str) -> str:
-    return arn.split(":")[1]
-
-
-def same_key(a: str | None, b: str | None) -> bool:
-    """Exact ARN equality; both sides must be full ARNs."""
-    return a is not None and b is not None and a == b

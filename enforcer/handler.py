@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from enforcer import batch_operations
 from enforcer.alerts import Alerts
 from enforcer.clients import aws_config
+from enforcer.decision import Outcome
 from enforcer.engine import Enforcer, EngineSettings, Result
 from enforcer.events import MalformedMessage, parse_message
 from enforcer.journal import Journal
@@ -109,11 +111,8 @@ async def record_handler(record: SQSRecord) -> int:
 
 
 def _emit_metrics(inv: Invocation) -> None:
-    counts: dict[str, int] = {}
-    for r in inv.results:
-        counts[f"outcome_{r.outcome}"] = counts.get(f"outcome_{r.outcome}", 0) + 1
-        if r.method and r.outcome.value == "rekeyed":
-            counts[f"method_{r.method}"] = counts.get(f"method_{r.method}", 0) + 1
+    counts = Counter(f"outcome_{r.outcome}" for r in inv.results)
+    counts.update(f"method_{r.method}" for r in inv.results if r.outcome is Outcome.REKEYED)
     if inv.malformed:
         counts["malformed_messages"] = inv.malformed
     for name, value in sorted(counts.items()):
