@@ -237,6 +237,30 @@ class BucketConfig(_Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _strict_needs_disjoint_prefixes(self):
+        # Strict mode denies PutObject on `<prefix>*` unless the request names that
+        # prefix's key. IAM resources cannot exclude a nested prefix, so the deny for
+        # `a/*` would also reject every correct write to `a/b/` (mapped to another key).
+        if not self.strict:
+            return self
+        nested = sorted(
+            (outer, inner)
+            for outer in self.prefixes
+            for inner in self.prefixes
+            if inner != outer and inner.startswith(outer)
+        )
+        if nested:
+            outer, inner = nested[0]
+            raise PydanticCustomError(
+                "strict_nested",
+                "strict: true cannot be used with nested prefixes ('{inner}' is inside '{outer}'): the "
+                "bucket policy's deny for '{outer}*' would also reject writes to '{inner}' that name its "
+                "own key. Map disjoint prefixes, or set strict: false",
+                {"outer": outer, "inner": inner},
+            )
+        return self
+
 
 class LambdaSettings(_Model):
     memory_mb: int = Field(default=512, alias="memoryMb", ge=128, le=10240)

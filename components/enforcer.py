@@ -1,0 +1,550 @@
+"""``Enforcer``: the queue, the function and everything around it, shared by all buckets.
+
+It holds no S3 or KMS data access of its own: each ``BucketIntegration`` grants the
+role exactly its bucket's mapped prefixes and keys, so removing a bucket from config
+removes its grants too. What the Enforcer does need to know about the buckets is who
+may send to its queue; that comes from the list of ``BucketTarget``s, so the single
+queue policy is complete before any bucket notification is created (S3 validates the
+queue policy when a notification is put).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import NAMESPACE, BucketConfig, StackConfig
+from components.event_filter import enforcer_filter_patterns, filter_criteria
+from components.packaging import (
+    HANDLER,
+    LAMBDA_ARCHITECTURE,
+    LAMBDA_RUNTIME,
+    dependency_closure,
+    enforcer_code_archive,
+    layer_archive,
+    layer_description,
+)
+from enforcer.settings import GIB
+
+ENFORCER_TYPE = f"{NAMESPACE}:index:Enforcer"
+
+# The enforcer's own copies are large only for objects above S3's 5 GiB CopyObject
+# limit; below it a single copy is cheaper than a multipart one.
+MULTIPART_THRESHOLD_BYTES = 5 * GIB
+MAPPING_CACHE_SECONDS = 60
+# AWS guidance for SQS event sources: at least six times the function timeout (plus
+# the batching window), so a message is not redelivered while a retry is running.
+VISIBILITY_TIMEOUT_FACTOR = 6
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum: time for a human to look
+ALARM_PERIOD_SECONDS = 300
+
+
+def stack_scoped_name(suffix: str, max_length: int = 64, disallowed: str = r"[^A-Za-z0-9_.-]") -> str:
+    """A physical name unique per stack: ``s3-prefix-keys-<stack>-<suffix>``.
+
+    Shortened with a hash when too long, so that two stacks (or two buckets with a
+    long common prefix) never collide.
+    """
+    name = re.sub(disallowed, "-", f"{NAMESPACE}-{pulumi.get_stack()}-{suffix}")
+    if len(name) <= max_length:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: max_length - 9]}-{digest}"
+
+
+def eventbridge_rule_name(logical_name: str) -> str:
+    """The EventBridge rule of an ``eventbridge``-mode bucket.
+
+    A fixed name (not an autoname) so that the queue policy can name the rule's ARN
+    before the rule exists; otherwise the queue policy would wait for the rules and the
+    notifications for the queue policy, across components.
+    """
+    return stack_scoped_name(f"bucket-{logical_name}", max_length=64)
+
+
+def policy_sid(text: str) -> str:
+    """An IAM statement id (letters and digits only) that still reads like ``text``."""
+    words = re.split(r"[^A-Za-z0-9]+", text)
+    return "".join(w[:1].upper() + w[1:] for w in words if w) or "X"
+
+
+@dataclass(frozen=True)
+class BucketTarget:
+    """One bucket the enforcer serves.
+
+    ``logical_name`` names its resources (the config key; ``demo_<name>`` for demo
+    buckets); ``bucket`` is its S3 name, an Output for buckets created in this stack;
+    ``config`` its validated settings (for demo buckets, built from keys this stack
+    creates, whose ARNs are Outputs).
+    """
+
+    logical_name: str
+    bucket: pulumi.Input[str]
+    config: BucketConfig
+
+
+def queue_policy_document(
+    *,
+    queue_arn: str,
+    partition: str,
+    account_id: str,
+    region: str,
+    s3_senders: Sequence[tuple[str, str]],
+    rule_senders: Sequence[tuple[str, str]],
+) -> dict[str, Any]:
+    """TLS only; S3 from each mapped bucket, EventBridge from each rule, SNS from this account.
+
+    ``s3_senders``/``rule_senders`` are (logical name, bucket or rule name) pairs.
+    Anything else is kept out, because a body the event filters do not match is
+    dropped by Lambda, not dead-lettered.
+    """
+    statements: list[dict[str, Any]] = [_deny_insecure_transport(queue_arn)]
+    for logical, bucket in s3_senders:
+        statements.append(
+            {
+                "Sid": f"S3Notifications{policy_sid(logical)}",
+                "Effect": "Allow",
+                "Principal": {"Service": "s3.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {
+                    "ArnEquals": {"aws:SourceArn": f"arn:{partition}:s3:::{bucket}"},
+                    "StringEquals": {"aws:SourceAccount": account_id},
+                },
+            }
+        )
+    for logical, rule in rule_senders:
+        statements.append(
+            {
+                "Sid": f"EventBridgeRule{policy_sid(logical)}",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {
+                    "ArnEquals": {"aws:SourceArn": f"arn:{partition}:events:{region}:{account_id}:rule/{rule}"}
+                },
+            }
+        )
+    statements.append(
+        {
+            # Existing S3 -> SNS fan-outs in this account may subscribe the queue.
+            "Sid": "SnsTopicsOfThisAccount",
+            "Effect": "Allow",
+            "Principal": {"Service": "sns.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+        }
+    )
+    return {"Version": "2012-10-17", "Statement": unique_sids(statements)}
+
+
+def unique_sids(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Statement ids made unique (``my-bucket`` and ``my.bucket`` read alike)."""
+    seen: Counter[str] = Counter()
+    out = []
+    for st in statements:
+        sid = st.get("Sid")
+        if sid is not None:
+            seen[sid] += 1
+            if seen[sid] > 1:
+                st = {**st, "Sid": f"{sid}{seen[sid]}"}
+        out.append(st)
+    return out
+
+
+def tls_only_queue_policy(queue_arn: str) -> dict[str, Any]:
+    """The dead-letter queue's policy: nothing reads or writes it without TLS.
+
+    No service sends to it; SQS moves messages there by the source queue's redrive.
+    """
+    return {"Version": "2012-10-17", "Statement": [_deny_insecure_transport(queue_arn)]}
+
+
+def _deny_insecure_transport(queue_arn: str) -> dict[str, Any]:
+    return {
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "sqs:*",
+        "Resource": queue_arn,
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
+def topic_key_policy(partition: str, account_id: str) -> dict[str, Any]:
+    """The alert topic's key: the account administers it, CloudWatch may use it.
+
+    CloudWatch alarms publish to an encrypted topic only if the key lets
+    ``cloudwatch.amazonaws.com`` generate data keys; under ``alias/aws/sns`` (whose
+    policy cannot be changed) alarm notifications are silently lost. Resource ``*``
+    in a key policy means this key only.
+    """
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AccountAdministersKey",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "CloudWatchAlarmsPublish",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                "Resource": "*",
+            },
+        ],
+    }
+
+
+def core_role_policy(
+    *,
+    log_group_arn: str,
+    mapping_table_arn: str,
+    log_table_arn: str,
+    topic_arn: str,
+    topic_key_arn: str,
+    queue_arn: str,
+) -> dict[str, Any]:
+    """Everything the function needs that is not a bucket's data."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "OwnLogGroup",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": f"{log_group_arn}:*",
+            },
+            {"Sid": "ReadMappings", "Effect": "Allow", "Action": "dynamodb:Query", "Resource": mapping_table_arn},
+            {
+                "Sid": "WriteJournal",
+                "Effect": "Allow",
+                "Action": ["dynamodb:BatchWriteItem", "dynamodb:PutItem"],
+                "Resource": log_table_arn,
+            },
+            {"Sid": "PublishAlerts", "Effect": "Allow", "Action": "sns:Publish", "Resource": topic_arn},
+            {
+                # Publishing to a topic encrypted under a customer managed key.
+                "Sid": "EncryptAlerts",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                "Resource": topic_key_arn,
+            },
+            {
+                "Sid": "ConsumeQueue",
+                "Effect": "Allow",
+                "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                "Resource": queue_arn,
+            },
+        ],
+    }
+
+
+class EnforcerArgs:
+    """The stack's validated config and the buckets whose events may reach the queue."""
+
+    def __init__(self, config: StackConfig, targets: Sequence[BucketTarget] = ()):
+        self.config = config
+        self.targets = list(targets)
+
+
+class Enforcer(pulumi.ComponentResource):
+    def __init__(self, name: str, args: EnforcerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(ENFORCER_TYPE, name, None, opts)
+        config = args.config
+        settings = config.lambda_
+        child = pulumi.ResourceOptions(parent=self)
+        invoke_opts = pulumi.InvokeOutputOptions(parent=self)
+
+        self.config = config
+        self.region = config.region
+        # Never hard-code "aws": the same program deploys to aws-cn and aws-us-gov.
+        partition = aws.get_partition_output(opts=invoke_opts)
+        self.partition: pulumi.Output[str] = partition.partition
+        self.dns_suffix: pulumi.Output[str] = partition.dns_suffix
+        self.account_id: pulumi.Output[str] = aws.get_caller_identity_output(opts=invoke_opts).account_id
+        # Explicit, not autonamed: the principal id below needs it before the function
+        # exists, and the log group must carry it in its name.
+        self.function_name = stack_scoped_name("enforcer")
+
+        # -- tables (schemas per enforcer/mapping.py and enforcer/journal.py)
+        self.mapping_table = aws.dynamodb.Table(
+            f"{name}-mappings",
+            hash_key="bucket_name",
+            range_key="prefix",
+            attributes=[
+                {"name": "bucket_name", "type": "S"},
+                {"name": "prefix", "type": "S"},
+            ],
+            billing_mode="PAY_PER_REQUEST",
+            point_in_time_recovery={"enabled": True},
+            # No TTL here: a mapping row that expired would silently un-map a tenant.
+            opts=child,
+        )
+        self.log_table = aws.dynamodb.Table(
+            f"{name}-log",
+            hash_key="s3_object_path",
+            range_key="current_timestamp_utc",
+            attributes=[
+                {"name": "s3_object_path", "type": "S"},
+                {"name": "current_timestamp_utc", "type": "S"},
+            ],
+            billing_mode="PAY_PER_REQUEST",
+            point_in_time_recovery={"enabled": True},
+            # The journal writes expires_at = now + journalRetentionDays.
+            ttl={"attribute_name": "expires_at", "enabled": True},
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=config.retain_log_table),
+        )
+
+        # -- queues
+        self.dead_letter_queue = aws.sqs.Queue(
+            f"{name}-dlq",
+            sqs_managed_sse_enabled=True,
+            message_retention_seconds=DLQ_RETENTION_SECONDS,
+            opts=child,
+        )
+        self.queue = aws.sqs.Queue(
+            f"{name}-queue",
+            # SSE-SQS, not a KMS key: S3 and EventBridge cannot send to a queue under
+            # the aws/sqs managed key, and a CMK would need their service principals.
+            sqs_managed_sse_enabled=True,
+            visibility_timeout_seconds=(
+                VISIBILITY_TIMEOUT_FACTOR * settings.timeout_seconds + settings.batching_window_seconds
+            ),
+            redrive_policy=self.dead_letter_queue.arn.apply(
+                lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": config.max_receive_count})
+            ),
+            opts=child,
+        )
+        self.dead_letter_queue_policy = aws.sqs.QueuePolicy(
+            f"{name}-dlq-policy",
+            queue_url=self.dead_letter_queue.url,
+            policy=self.dead_letter_queue.arn.apply(lambda arn: json.dumps(tls_only_queue_policy(arn))),
+            opts=child,
+        )
+        self.queue_policy = aws.sqs.QueuePolicy(
+            f"{name}-queue-policy",
+            queue_url=self.queue.url,
+            policy=self._queue_policy(args.targets),
+            opts=child,
+        )
+
+        # -- alerts
+        self.topic_key = aws.kms.Key(
+            f"{name}-alerts-key",
+            description=f"{NAMESPACE} ({pulumi.get_stack()}): encrypts the enforcer's alert topic",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            policy=pulumi.Output.all(self.partition, self.account_id).apply(
+                lambda v: json.dumps(topic_key_policy(v[0], v[1]))
+            ),
+            opts=child,
+        )
+        self.topic = aws.sns.Topic(
+            f"{name}-alerts",
+            kms_master_key_id=self.topic_key.arn,
+            opts=child,
+        )
+        if config.alert_email:
+            aws.sns.TopicSubscription(
+                f"{name}-alerts-email",
+                topic=self.topic.arn,
+                protocol="email",
+                endpoint=config.alert_email,
+                opts=child,
+            )
+
+        # -- function
+        self.log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=f"/aws/lambda/{self.function_name}",
+            retention_in_days=config.log_group_retention_days,
+            opts=child,
+        )
+        self.role = aws.iam.Role(
+            f"{name}-role",
+            description=f"{NAMESPACE} enforcer ({pulumi.get_stack()}); bucket grants are separate policies",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "lambda.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+            opts=child,
+        )
+        self.core_policy = aws.iam.RolePolicy(
+            f"{name}-core",
+            role=self.role.id,
+            policy=pulumi.Output.all(
+                log_group_arn=self.log_group.arn,
+                mapping_table_arn=self.mapping_table.arn,
+                log_table_arn=self.log_table.arn,
+                topic_arn=self.topic.arn,
+                topic_key_arn=self.topic_key.arn,
+                queue_arn=self.queue.arn,
+            ).apply(lambda v: json.dumps(core_role_policy(**v))),
+            opts=child,
+        )
+        # S3 writes events caused by the function's own copies with this principal;
+        # the event filters and the engine use it to recognise them.
+        self.principal_id = pulumi.Output.concat("AWS:", self.role.unique_id, ":", self.function_name)
+
+        distributions = dependency_closure()
+        self.layer = aws.lambda_.LayerVersion(
+            f"{name}-dependencies",
+            layer_name=stack_scoped_name("enforcer-deps"),
+            description=layer_description(distributions),
+            code=layer_archive(distributions),
+            compatible_runtimes=[LAMBDA_RUNTIME],
+            compatible_architectures=[LAMBDA_ARCHITECTURE],
+            opts=child,
+        )
+        self.function = aws.lambda_.Function(
+            f"{name}-function",
+            name=self.function_name,
+            role=self.role.arn,
+            runtime=LAMBDA_RUNTIME,
+            architectures=[LAMBDA_ARCHITECTURE],
+            handler=HANDLER,
+            code=enforcer_code_archive(),
+            layers=[self.layer.arn],
+            memory_size=settings.memory_mb,
+            timeout=settings.timeout_seconds,
+            environment={
+                "variables": {
+                    # The contract of enforcer/settings.py.
+                    "MAPPING_TABLE_NAME": self.mapping_table.name,
+                    "LOG_TABLE_NAME": self.log_table.name,
+                    "ALERT_TOPIC_ARN": self.topic.arn,
+                    "LOG_RETENTION_DAYS": str(config.journal_retention_days),
+                    "OLD_VERSION_ACTION": config.old_version_action,
+                    "ENFORCER_PRINCIPAL_ID": self.principal_id,
+                    "REKEY_METHOD": "auto",
+                    "MULTIPART_THRESHOLD_BYTES": str(MULTIPART_THRESHOLD_BYTES),
+                    "MAPPING_CACHE_SECONDS": str(MAPPING_CACHE_SECONDS),
+                }
+            },
+            # The log group first, or Lambda creates it without retention; the core
+            # policy first, or the first invocations cannot log or read mappings.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group, self.core_policy]),
+        )
+        self.event_source_mapping = aws.lambda_.EventSourceMapping(
+            f"{name}-queue-events",
+            event_source_arn=self.queue.arn,
+            function_name=self.function.arn,
+            batch_size=settings.batch_size,
+            maximum_batching_window_in_seconds=settings.batching_window_seconds,
+            scaling_config={"maximum_concurrency": settings.max_concurrency},
+            function_response_types=["ReportBatchItemFailures"],
+            # Drop the function's own copy events before they cost an invocation. The
+            # principal is known only once the role exists, hence the apply.
+            filter_criteria=self.principal_id.apply(_filter_criteria_args),
+            # Lambda checks at creation that the role may receive from the queue.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.core_policy]),
+        )
+
+        # -- alarms, all to the alert topic
+        self.alarms = [
+            self._alarm(
+                f"{name}-dlq-depth",
+                description="Messages reached the enforcer's dead-letter queue: objects were not checked",
+                namespace="AWS/SQS",
+                metric_name="ApproximateNumberOfMessagesVisible",
+                dimensions={"QueueName": self.dead_letter_queue.name},
+                statistic="Maximum",
+            ),
+            self._alarm(
+                f"{name}-errors",
+                description="The enforcer function failed (see its log group and the log table)",
+                namespace="AWS/Lambda",
+                metric_name="Errors",
+                dimensions={"FunctionName": self.function.name},
+                statistic="Sum",
+            ),
+            self._alarm(
+                f"{name}-throttles",
+                description="The enforcer function was throttled; raise lambda.maxConcurrency or account limits",
+                namespace="AWS/Lambda",
+                metric_name="Throttles",
+                dimensions={"FunctionName": self.function.name},
+                statistic="Sum",
+            ),
+        ]
+
+        self.register_outputs(
+            {
+                "mappingTableName": self.mapping_table.name,
+                "logTableName": self.log_table.name,
+                "queueArn": self.queue.arn,
+                "queueUrl": self.queue.url,
+                "deadLetterQueueUrl": self.dead_letter_queue.url,
+                "functionName": self.function.name,
+                "alertTopicArn": self.topic.arn,
+                "roleArn": self.role.arn,
+                "principalId": self.principal_id,
+            }
+        )
+
+    def _queue_policy(self, targets: Sequence[BucketTarget]) -> pulumi.Output[str]:
+        s3_targets = [t for t in targets if t.config.notification == "sqs"]
+        rule_senders = [
+            (t.logical_name, eventbridge_rule_name(t.logical_name))
+            for t in targets
+            if t.config.notification == "eventbridge"
+        ]
+        return pulumi.Output.all(
+            self.queue.arn, self.partition, self.account_id, *[t.bucket for t in s3_targets]
+        ).apply(
+            lambda v: json.dumps(
+                queue_policy_document(
+                    queue_arn=v[0],
+                    partition=v[1],
+                    account_id=v[2],
+                    region=self.region,
+                    s3_senders=[(t.logical_name, b) for t, b in zip(s3_targets, v[3:], strict=True)],
+                    rule_senders=rule_senders,
+                )
+            )
+        )
+
+    def _alarm(self, name: str, *, description: str, **metric: Any) -> aws.cloudwatch.MetricAlarm:
+        return aws.cloudwatch.MetricAlarm(
+            name,
+            alarm_description=description,
+            comparison_operator="GreaterThanThreshold",
+            threshold=0,
+            period=ALARM_PERIOD_SECONDS,
+            evaluation_periods=1,
+            treat_missing_data="notBreaching",
+            alarm_actions=[self.topic.arn],
+            ok_actions=[self.topic.arn],
+            opts=pulumi.ResourceOptions(parent=self),
+            **metric,
+        )
+
+
+def _filter_criteria_args(principal_id: str) -> aws.lambda_.EventSourceMappingFilterCriteriaArgs:
+    criteria = filter_criteria(enforcer_filter_patterns(principal_id))
+    return aws.lambda_.EventSourceMappingFilterCriteriaArgs(
+        filters=[aws.lambda_.EventSourceMappingFilterCriteriaFilterArgs(pattern=f["Pattern"]) for f in criteria["Filters"]]
+    )
