@@ -1,0 +1,857 @@
+"""The CrossGuard policies over the program's real resource graph (Pulumi mocks).
+
+Every policy passes on the dev stack and fails, with its message, on a stack made bad
+by changing its config or its graph. Each bad case runs twice where the issue asks:
+as after `pulumi up` (every value known) and as the first `pulumi preview` of a new
+stack (every computed value unknown), where a policy that related resources by ARN
+would silently pass.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import runpy
+from collections.abc import Callable
+
+import pulumi_policy
+import pytest
+from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
+from pulumi_policy.proxy import UnknownValueError
+
+from policypack import check
+from policypack import policies as P
+from policypack.check import UNKNOWN, CheckReport, Record, StackGraph
+
+REGION = "us-east-1"
+KEY_A = "arn:aws:kms:us-east-1:111122223333:key/11111111-2222-3333-4444-555555555555"
+KEY_B = "arn:aws:kms:us-east-1:111122223333:key/mrk-0123456789abcdef0123456789abcdef"
+KEY_DEFAULT = "arn:aws:kms:us-east-1:111122223333:key/99999999-8888-7777-6666-555555555555"
+TENANT = "tenant-data"
+
+BUCKET = "aws:s3/bucket:Bucket"
+NOTIFICATION = "aws:s3/bucketNotification:BucketNotification"
+TABLE_ITEM = "aws:dynamodb/tableItem:TableItem"
+QUEUE = "aws:sqs/queue:Queue"
+TOPIC = "aws:sns/topic:Topic"
+KEY = "aws:kms/key:Key"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+ESM = "aws:lambda/eventSourceMapping:EventSourceMapping"
+EVENT_RULE = "aws:cloudwatch/eventRule:EventRule"
+BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+CANT_RUN = "can't run policy"
+
+MODES = ["up", "first-preview"]
+
+# Importing pulumi_aws's deprecated resource classes warns; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pulumi_aws")
+
+
+# ---------------------------------------------------------------------------
+# Graphs: one program run per config and mode, copied per test
+
+
+@pytest.fixture(scope="module")
+def dev_config() -> dict:
+    return check.stack_config("dev")
+
+
+def _tenant_config(dev_config: dict, **bucket: object) -> dict:
+    spec = {
+        "prefixes": {"a/": {"kmsKeyArn": KEY_A}, "b/": {"kmsKeyArn": KEY_B, "dualLayer": True}},
+        **bucket,
+    }
+    return {**dev_config, "s3-prefix-keys:buckets": {TENANT: spec}}
+
+
+@pytest.fixture(scope="module")
+def graphs(dev_config) -> Callable[..., StackGraph]:
+    """``graphs(kind, mode)``: a fresh copy of the graph of one of the test stacks."""
+    configs = {
+        "dev": dev_config,
+        # A bucket mapped in config (literal key ARNs), strict, with default encryption.
+        "tenant": _tenant_config(dev_config, strict=True, defaultKmsKeyArn=KEY_DEFAULT),
+        "tenant-plain": _tenant_config(dev_config),
+        "tenant-eventbridge": _tenant_config(dev_config, notification="eventbridge"),
+    }
+    cache: dict[tuple[str, str], StackGraph] = {}
+
+    def get(kind: str = "dev", mode: str = "up") -> StackGraph:
+        if (kind, mode) not in cache:
+            cache[(kind, mode)] = check.program_graph(configs[kind], first_preview=mode == "first-preview")
+        return cache[(kind, mode)].copy()
+
+    return get
+
+
+EXAMPLE_CONFIG = check.load_policy_config(check.DEFAULT_CONFIG)
+
+
+def run(graph: StackGraph, policy, settings: dict | str | None = None) -> CheckReport:
+    """One policy over ``graph``, configured as in policypack/config.json unless ``settings`` say otherwise."""
+    entry = EXAMPLE_CONFIG.get(policy.name) if settings is None else settings
+    return check.analyze(graph, {policy.name: entry} if entry is not None else None, policies=[policy])
+
+
+def violations(report: CheckReport) -> list[check.Diagnostic]:
+    """What a policy proved (not its "can't run during preview" notes)."""
+    return [d for d in report.diagnostics if not d.message.startswith(CANT_RUN)]
+
+
+def one(graph: StackGraph, type_: str, name_part: str = "") -> Record:
+    """The resource of ``type_`` named ``name_part`` (exactly, else as a substring)."""
+    found = [r for r in graph.records if r.type == type_ and r.name == name_part]
+    found = found or [r for r in graph.records if r.type == type_ and name_part in r.name]
+    assert len(found) == 1, f"expected one {type_} named *{name_part}*, found {[r.name for r in found]}"
+    return found[0]
+
+
+def demo_notification(graph: StackGraph) -> Record:
+    return one(graph, NOTIFICATION, "demo_demo-notification")
+
+
+def enforcer_queue(graph: StackGraph) -> Record:
+    return one(graph, QUEUE, "enforcer-queue")
+
+
+def items_of(graph: StackGraph, integration_name: str) -> list[Record]:
+    integ = one(graph, P.INTEGRATION, integration_name)
+    return [r for r in graph.records if r.type == TABLE_ITEM and r.parent == integ.urn]
+
+
+def set_item_field(graph: StackGraph, item: Record, field: str, value: dict) -> None:
+    data = json.loads(item.inputs["item"])
+    data[field] = value
+    graph.set_property(item, "item", json.dumps(data))
+
+
+# ---------------------------------------------------------------------------
+# The pack itself
+
+
+SPEC = {
+    "bucket-notification-routes-to-enforcer": (StackValidationPolicy, EnforcementLevel.MANDATORY),
+    "bucket-has-key-mapping": (StackValidationPolicy, EnforcementLevel.MANDATORY),
+    "key-mapping-valid": (StackValidationPolicy, EnforcementLevel.MANDATORY),
+    "mapped-key-rotation-enabled": (StackValidationPolicy, EnforcementLevel.ADVISORY),
+    "enforcer-delivery-is-resilient": (StackValidationPolicy, EnforcementLevel.MANDATORY),
+    "notification-filters-do-not-overlap": (ResourceValidationPolicy, EnforcementLevel.MANDATORY),
+    "strict-policy-matches-mapping": (StackValidationPolicy, EnforcementLevel.ADVISORY),
+    "bucket-default-encryption-is-kms": (StackValidationPolicy, EnforcementLevel.ADVISORY),
+}
+
+
+def test_pack_has_the_specified_policies_with_kinds_levels_and_remediation():
+    assert [p.name for p in P.POLICIES] == list(SPEC)
+    for p in P.POLICIES:
+        kind, level = SPEC[p.name]
+        assert isinstance(p, kind), p.name
+        assert p.enforcement_level == level, p.name
+        assert p.name == p.name.lower() and " " not in p.name and "_" not in p.name
+        assert p.description and p.remediation_steps, p.name
+    schemas = {p.name: set(p.config_schema.properties) for p in P.POLICIES if p.config_schema}
+    assert schemas == {
+        "bucket-has-key-mapping": {"exemptBuckets"},
+        "enforcer-delivery-is-resilient": {"minMaxReceiveCount", "visibilityMultiplier"},
+        "bucket-default-encryption-is-kms": {"exemptBuckets"},
+    }
+
+
+def test_only_the_pack_entry_point_constructs_policypack():
+    # PolicyPack() blocks in a gRPC server: policies.py and check.py must stay importable.
+    root = check.PACK_DIR
+
+    def calls_policypack(path) -> bool:
+        return any(
+            isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "PolicyPack"
+            for node in ast.walk(ast.parse(path.read_text()))
+        )
+
+    assert sorted(p.name for p in root.glob("*.py") if calls_policypack(p)) == ["__main__.py"]
+    main = (root / "__main__.py").read_text()
+    assert 'PolicyPack(name="s3-prefix-keys", policies=POLICIES, enforcement_level=' in main
+
+
+def test_pack_entry_point_builds_the_pack_the_cli_would_load(monkeypatch):
+    built: dict = {}
+    monkeypatch.setattr(pulumi_policy, "PolicyPack", lambda **kwargs: built.update(kwargs))
+    runpy.run_path(str(check.PACK_DIR / "__main__.py"), run_name="__main__")
+    assert built == {"name": "s3-prefix-keys", "policies": P.POLICIES, "enforcement_level": EnforcementLevel.ADVISORY}
+    # What the CLI reads from the pack (GetAnalyzerInfo): names, levels, schemas, remediation.
+    info = check.analyzer(P.POLICIES, check.resolve_policy_config(None)).GetAnalyzerInfo(None, None)
+    assert info.name == "s3-prefix-keys" and info.supportsConfig
+    by_name = {p.name: p for p in info.policies}
+    assert list(by_name) == list(SPEC)
+    assert dict(by_name["enforcer-delivery-is-resilient"].configSchema.properties["minMaxReceiveCount"]) == {
+        "type": "integer", "minimum": 2.0, "default": 2.0,
+        "description": "Lowest accepted maxReceiveCount of the enforcement queue's redrive policy.",
+    }
+    assert all(p.remediation_steps for p in info.policies)
+
+
+def test_example_policy_config_is_valid_and_sets_every_policy():
+    raw = check.load_policy_config(check.DEFAULT_CONFIG)
+    settings = check.resolve_policy_config(raw)
+    assert set(raw) == set(SPEC)
+    assert {n: s.level for n, s in settings.items()} == {n: lvl for n, (_, lvl) in SPEC.items()}
+
+
+# ---------------------------------------------------------------------------
+# The dev stack passes, in both modes
+
+
+@pytest.mark.parametrize("policy", P.POLICIES, ids=lambda p: p.name)
+def test_dev_stack_passes(graphs, policy):
+    report = run(graphs("dev", "up"), policy)
+    assert report.diagnostics == []
+
+
+@pytest.mark.parametrize("policy", P.POLICIES, ids=lambda p: p.name)
+def test_dev_stack_first_preview_has_no_violation(graphs, policy):
+    report = run(graphs("dev", "first-preview"), policy)
+    assert violations(report) == []
+    # Whatever waits for `pulumi up` is said, as the advisory note pulumi-policy prints.
+    for d in report.diagnostics:
+        assert d.level == "advisory" and d.resource_type == "pulumi:pulumi:Stack"
+        assert "they run again at `pulumi up`" in d.message
+
+
+@pytest.mark.parametrize("kind", ["tenant", "tenant-eventbridge"])
+@pytest.mark.parametrize("mode", MODES)
+def test_config_buckets_pass_every_mandatory_policy(graphs, kind, mode):
+    report = check.analyze(graphs(kind, mode), check.load_policy_config(check.DEFAULT_CONFIG))
+    assert report.mandatory == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_policies_see_the_dev_graph_related_without_arns(graphs, mode):
+    # Guards against passing vacuously: the relations every policy builds on.
+    g = graphs("dev", mode)
+    sg = P.StackGraph(check.stack_resources(g))
+    groups = sg.mapped_groups()
+    assert [(len(x.buckets), len(x.mappings), len(x.notifications), len(x.integrations)) for x in groups] == [
+        (1, 3, 1, 1), (1, 3, 1, 1)
+    ]
+    assert sorted(x.buckets[0].name for x in groups) == ["demo-demo", "demo-demo-versioned"]
+    assert [x.mapped_prefixes() for x in groups] == [(["prefix1/", "prefix2/", "prefix3/"], [])] * 2
+    assert [q.name for q in sg.enforcer_queues()] == ["enforcer-queue"]
+    rows = sg.mapping_rows()
+    assert len(rows) == 6 and all(len(m.keys) == 1 and m.keys[0].resource_type == KEY for m in rows)
+    assert sg.stack_region() == REGION
+    if mode == "first-preview":
+        assert all(m.item is P.UNKNOWN for m in rows) and groups[0].names == set()
+    else:
+        assert {m.kms_key_arn for m in rows} == {P.value(k.props, "arn") for m in rows for k in m.keys}
+        assert all(x.names and next(iter(x.names)).startswith("s3-prefix-keys-demo-") for x in groups)
+
+
+# ---------------------------------------------------------------------------
+# 1. bucket-notification-routes-to-enforcer
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_missing_notification_fails(graphs, mode):
+    g = graphs("dev", mode)
+    g.remove(demo_notification(g).urn)
+    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    assert len(found) == 1
+    v = found[0]
+    assert v.level == "mandatory"
+    assert (v.resource_type, v.resource_name) == (BUCKET, "demo-demo")
+    assert f"no {NOTIFICATION}" in v.message
+    assert "'prefix1/', 'prefix2/', 'prefix3/'" in v.message
+    assert "notification: sqs" in v.message  # how to fix it
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_notification_covering_prefix1_but_not_prefix2_fails(graphs, mode):
+    g = graphs("dev", mode)
+    n = demo_notification(g)
+    only_first = [c for c in n.inputs["queues"] if c["filterPrefix"] == "prefix1/"]
+    assert len(only_first) == 1
+    g.set_property(n, "queues", only_first)
+    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    assert [(v.resource_type, v.resource_name) for v in found] == [(NOTIFICATION, "demo_demo-notification")]
+    assert "only for 'prefix1/'" in found[0].message
+    assert "'prefix2/', 'prefix3/' are never enforced" in found[0].message
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_config_bucket_notification_missing_a_prefix_fails(graphs, mode):
+    # The rows of a config bucket are known even at first preview (literal key ARNs).
+    g = graphs("tenant-plain", mode)
+    n = one(g, NOTIFICATION, TENANT)
+    g.set_property(n, "queues", [c for c in n.inputs["queues"] if c["filterPrefix"] == "a/"])
+    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    assert len(found) == 1 and "'b/' are never enforced" in found[0].message
+
+
+def test_notification_to_another_queue_or_event_sends_nothing(graphs):
+    g = graphs("dev", "up")
+    n = demo_notification(g)
+    queues = [dict(c, queueArn="arn:aws:sqs:us-east-1:123456789012:elsewhere") for c in n.inputs["queues"]]
+    g.set_property(n, "queues", queues, deps=[])
+    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    assert len(found) == 1 and "sends nothing to the enforcer" in found[0].message
+
+    g = graphs("dev", "up")
+    n = demo_notification(g)
+    g.set_property(n, "queues", [dict(c, events=["s3:ObjectRemoved:*"]) for c in n.inputs["queues"]])
+    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    assert len(found) == 1 and "sends nothing to the enforcer" in found[0].message
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_eventbridge_mode_needs_a_rule_targeting_the_queue(graphs, mode):
+    g = graphs("tenant-eventbridge", mode)
+    assert one(g, NOTIFICATION, TENANT).inputs.get("eventbridge") is True
+    assert violations(run(g, P.bucket_notification_routes_to_enforcer)) == []
+    g.remove(one(g, EVENT_RULE, TENANT).urn)
+    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    assert len(found) == 1
+    assert (found[0].resource_type, found[0].resource_name) == (NOTIFICATION, f"{TENANT}-notification")
+    assert "sets eventbridge=true, but no EventBridge rule" in found[0].message
+
+
+def test_eventbridge_rule_missing_a_prefix_fails(graphs):
+    g = graphs("tenant-eventbridge", "up")
+    rule = one(g, EVENT_RULE, TENANT)
+    pattern = json.loads(rule.inputs["eventPattern"])
+    keys = pattern["detail"]["object"]["key"]
+    assert {"prefix": "b/"} in keys
+    pattern["detail"]["object"]["key"] = [k for k in keys if k != {"prefix": "b/"}]
+    g.set_property(rule, "eventPattern", json.dumps(pattern))
+    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    assert len(found) == 1 and "'b/' are never enforced" in found[0].message
+
+
+# ---------------------------------------------------------------------------
+# 2. bucket-has-key-mapping
+
+
+def add_unmapped_bucket(g: StackGraph, name: str = "orphan", tags: dict | None = None) -> Record:
+    demo = one(g, BUCKET, "demo-demo-versioned")
+    rec = Record(
+        urn=demo.urn.rsplit("::", 1)[0] + f"::{name}",
+        type=BUCKET,
+        name=name,
+        custom=True,
+        inputs={"bucket": f"{name}-bucket", **({"tags": tags} if tags else {})},
+        outputs={"bucket": f"{name}-bucket", **({"tags": tags} if tags else {})},
+        parent=demo.parent,
+        provider=demo.provider,
+    )
+    if g.preview:
+        rec.outputs["arn"] = UNKNOWN
+    g.records.append(rec)
+    return rec
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bucket_without_mapping_fails(graphs, mode):
+    g = graphs("dev", mode)
+    add_unmapped_bucket(g)
+    found = violations(run(g, P.bucket_has_key_mapping))
+    assert [(v.level, v.resource_type, v.resource_name) for v in found] == [("mandatory", BUCKET, "orphan")]
+    assert "(bucket name 'orphan-bucket') has no prefix key mapping" in found[0].message
+    assert "exemptBuckets" in found[0].message and "s3-prefix-keys:exempt=true" in found[0].message
+
+
+@pytest.mark.parametrize("pattern", ["orphan-*", "orph?n"])  # bucket name, resource name
+def test_bucket_exempt_by_config_passes(graphs, pattern):
+    g = graphs("dev", "up")
+    add_unmapped_bucket(g)
+    assert violations(run(g, P.bucket_has_key_mapping, {"exemptBuckets": [pattern]})) == []
+    assert len(violations(run(g, P.bucket_has_key_mapping, {"exemptBuckets": ["other-*"]}))) == 1
+
+
+def test_bucket_exempt_by_tag_passes(graphs):
+    g = graphs("dev", "first-preview")
+    add_unmapped_bucket(g, tags={"s3-prefix-keys:exempt": "true"})
+    assert violations(run(g, P.bucket_has_key_mapping)) == []
+    add_unmapped_bucket(g, name="other", tags={"s3-prefix-keys:exempt": "false"})
+    assert [v.resource_name for v in violations(run(g, P.bucket_has_key_mapping))] == ["other"]
+
+
+# ---------------------------------------------------------------------------
+# 3. key-mapping-valid (and its advisory half, mapped-key-rotation-enabled)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_alias_arn_fails(graphs, mode):
+    g = graphs("tenant-plain", mode)
+    item = next(r for r in items_of(g, TENANT) if json.loads(r.inputs["item"])["prefix"]["S"] == "a/")
+    set_item_field(g, item, "kms_key_arn", {"S": "arn:aws:kms:us-east-1:111122223333:alias/tenant-a"})
+    found = violations(run(g, P.key_mapping_valid))
+    assert [(v.resource_type, v.resource_name) for v in found] == [(TABLE_ITEM, item.name)]
+    assert "'arn:aws:kms:us-east-1:111122223333:alias/tenant-a' is a key alias" in found[0].message
+    assert "Use the full key ARN" in found[0].message
+
+
+@pytest.mark.parametrize(
+    ("arn", "expected"),
+    [
+        ("11111111-2222-3333-4444-555555555555", "is a bare key ID"),
+        ("alias/aws/s3", "is the AWS managed key aws/s3"),
+        ("arn:aws:kms:eu-west-1:111122223333:key/11111111-2222-3333-4444-555555555555",
+         "is in region eu-west-1 but the stack deploys to us-east-1"),
+    ],
+)
+def test_key_id_managed_key_and_cross_region_arn_fail(graphs, arn, expected):
+    g = graphs("tenant-plain", "up")
+    item = items_of(g, TENANT)[0]
+    set_item_field(g, item, "kms_key_arn", {"S": arn})
+    found = violations(run(g, P.key_mapping_valid))
+    assert len(found) == 1 and expected in found[0].message and found[0].resource_name == item.name
+
+
+def test_cross_region_demo_row_fails(graphs):
+    g = graphs("dev", "up")
+    item = items_of(g, "demo_demo")[0]
+    arn = json.loads(item.inputs["item"])["kms_key_arn"]["S"]
+    set_item_field(g, item, "kms_key_arn", {"S": arn.replace(f":{REGION}:", ":eu-west-1:")})
+    found = violations(run(g, P.key_mapping_valid))
+    assert len(found) == 1 and "is in region eu-west-1 but the stack deploys to us-east-1" in found[0].message
+
+
+def test_cross_region_key_resource_fails_at_first_preview(graphs):
+    # The ARN is unknown; the key's provider says where it will be created.
+    g = graphs("dev", "first-preview")
+    key = one(g, KEY, "demo-prefix2")
+    provider = Record(
+        urn=key.urn.split("::")[0] + "::s3-prefix-keys::pulumi:providers:aws::eu",
+        type="pulumi:providers:aws", name="eu", custom=True,
+        inputs={"region": "eu-west-1"}, outputs={"region": "eu-west-1"},
+    )
+    g.records.append(provider)
+    key.provider = provider.urn
+    found = violations(run(g, P.key_mapping_valid))
+    assert {v.resource_type for v in found} == {TABLE_ITEM} and len(found) == 2  # both demo buckets map it
+    assert all("which its provider creates in eu-west-1, but the stack deploys to us-east-1" in v.message
+               for v in found)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_asymmetric_key_in_stack_fails(graphs, mode):
+    g = graphs("dev", mode)
+    key = one(g, KEY, "demo-prefix1")
+    g.set_property(key, "customerMasterKeySpec", "RSA_2048")
+    found = violations(run(g, P.key_mapping_valid))
+    assert len(found) == 2
+    assert all("keySpec RSA_2048" in v.message and "SYMMETRIC_DEFAULT" in v.message for v in found)
+
+
+def test_alias_resource_feeding_a_row_fails_at_first_preview(graphs):
+    g = graphs("dev", "first-preview")
+    item = items_of(g, "demo_demo")[0]
+    key = next(g.by_urn(u) for u in item.property_dependencies["item"] if g.by_urn(u).type == KEY)
+    alias = Record(urn=key.urn + "-alias", type="aws:kms/alias:Alias", name="tenant-alias", custom=True,
+                   inputs={"name": "alias/tenant"}, outputs={"name": "alias/tenant", "arn": UNKNOWN},
+                   parent=key.parent, provider=key.provider)
+    g.records.append(alias)
+    item.property_dependencies["item"] = [u for u in item.property_dependencies["item"] if u != key.urn] + [alias.urn]
+    found = violations(run(g, P.key_mapping_valid))
+    assert len(found) == 1 and "takes its key from aws:kms/alias:Alias 'tenant-alias'" in found[0].message
+
+
+def test_non_boolean_dual_layer_fails(graphs):
+    g = graphs("tenant-plain", "first-preview")
+    item = items_of(g, TENANT)[0]
+    set_item_field(g, item, "dual_layer_encryption", {"S": "true"})
+    found = violations(run(g, P.key_mapping_valid))
+    assert len(found) == 1 and 'dual_layer_encryption is {"S": "true"}' in found[0].message
+
+
+def test_rotation_off_is_advisory(graphs):
+    g = graphs("dev", "first-preview")
+    g.set_property(one(g, KEY, "demo-prefix3"), "enableKeyRotation", False)
+    found = violations(run(g, P.mapped_key_rotation_enabled))
+    assert [(v.level, v.resource_type, v.resource_name) for v in found] == [("advisory", KEY, "demo-prefix3")]
+    assert "automatic rotation is off" in found[0].message
+
+
+# ---------------------------------------------------------------------------
+# 4. enforcer-delivery-is-resilient
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_queue_without_dlq_fails(graphs, mode):
+    g = graphs("dev", mode)
+    q = enforcer_queue(g)
+    g.set_property(q, "redrivePolicy", None)
+    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    assert [(v.level, v.resource_type, v.resource_name) for v in found] == [("mandatory", QUEUE, q.name)]
+    assert "has no redrive policy" in found[0].message and "maxReceiveCount" in found[0].message
+
+
+def test_max_receive_count_1_fails(graphs):
+    g = graphs("dev", "up")
+    q = enforcer_queue(g)
+    redrive = json.loads(q.inputs["redrivePolicy"])
+    assert redrive["maxReceiveCount"] == 5
+    g.set_property(q, "redrivePolicy", json.dumps({**redrive, "maxReceiveCount": 1}))
+    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    assert len(found) == 1 and found[0].resource_name == q.name
+    assert "maxReceiveCount 1; below 2" in found[0].message
+
+
+@pytest.mark.parametrize("count", [5, 1])
+def test_redrive_policy_as_its_own_resource(graphs, count):
+    g = graphs("dev", "up")
+    q, dlq = enforcer_queue(g), one(g, QUEUE, "enforcer-dlq")
+    redrive = {**json.loads(q.inputs["redrivePolicy"]), "maxReceiveCount": count}
+    g.set_property(q, "redrivePolicy", None)
+    g.records.append(Record(
+        urn=q.urn.replace("aws:sqs/queue:Queue", "aws:sqs/redrivePolicy:RedrivePolicy") + "-redrive",
+        type="aws:sqs/redrivePolicy:RedrivePolicy", name="enforcer-redrive", custom=True,
+        inputs={"queueUrl": q.outputs["url"], "redrivePolicy": json.dumps(redrive)},
+        outputs={"queueUrl": q.outputs["url"], "redrivePolicy": json.dumps(redrive)},
+        parent=q.parent, provider=q.provider,
+        property_dependencies={"queueUrl": [q.urn], "redrivePolicy": [dlq.urn]},
+    ))
+    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    if count >= 2:
+        assert found == []
+    else:
+        assert len(found) == 1 and "maxReceiveCount 1; below 2" in found[0].message
+
+
+def test_max_receive_count_threshold_is_configurable(graphs):
+    found = violations(run(graphs("dev", "up"), P.enforcer_delivery_is_resilient, {"minMaxReceiveCount": 6}))
+    assert len(found) == 1 and "maxReceiveCount 5; below 6" in found[0].message
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_aws_sns_managed_topic_key_fails(graphs, mode):
+    g = graphs("dev", mode)
+    topic = one(g, TOPIC, "enforcer-alerts")
+    g.set_property(topic, "kmsMasterKeyId", "alias/aws/sns", deps=[])
+    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    assert [(v.resource_type, v.resource_name) for v in found] == [(TOPIC, topic.name)]
+    assert "encrypted with alias/aws/sns" in found[0].message and "cloudwatch.amazonaws.com" in found[0].message
+    # Reported even when the DLQ itself is missing (the errors alarm notifies the same topic).
+    g.set_property(enforcer_queue(g), "redrivePolicy", None)
+    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    assert sorted(v.resource_type for v in found) == sorted([QUEUE, TOPIC])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_topic_key_without_cloudwatch_grant_fails(graphs, mode):
+    g = graphs("dev", mode)
+    key = one(g, KEY, "enforcer-alerts-key")
+    policy = json.loads(key.inputs["policy"])
+    policy["Statement"] = [s for s in policy["Statement"] if s.get("Principal", {}).get("Service") is None]
+    g.set_property(key, "policy", json.dumps(policy))
+    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    assert len(found) == 1 and "does not allow cloudwatch.amazonaws.com" in found[0].message
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_short_visibility_and_no_batch_item_failures_fail(graphs, mode):
+    g = graphs("dev", mode)
+    q = enforcer_queue(g)
+    g.set_property(q, "visibilityTimeoutSeconds", 300)
+    g.set_property(one(g, ESM), "functionResponseTypes", None)
+    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    messages = sorted(v.message for v in found)
+    assert len(found) == 2
+    assert "does not report batch item failures" in messages[0]
+    assert "visibilityTimeoutSeconds 300, below 6 x the timeout" in messages[1]
+    assert "= 721s" in messages[1]  # 6 x 120 + 1 (batching window)
+
+
+def test_visibility_multiplier_is_configurable(graphs):
+    g = graphs("dev", "first-preview")
+    found = violations(run(g, P.enforcer_delivery_is_resilient, {"visibilityMultiplier": 7}))
+    assert len(found) == 1 and "below 7 x the timeout" in found[0].message
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dlq_without_alarm_or_alarm_without_topic_fails(graphs, mode):
+    g = graphs("dev", mode)
+    g.remove(one(g, ALARM, "dlq-depth").urn)
+    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    assert len(found) == 1 and found[0].resource_name == "enforcer-dlq"
+    assert f"no {ALARM} watches the depth" in found[0].message
+
+    g = graphs("dev", mode)
+    g.set_property(one(g, ALARM, "dlq-depth"), "alarmActions", [], deps=[])
+    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    assert len(found) == 1 and "notifies no SNS topic" in found[0].message
+
+
+def test_no_event_source_mapping_means_no_enforcer(graphs):
+    g = graphs("dev", "first-preview")
+    g.remove(one(g, ESM).urn)
+    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    assert [(v.resource_type, v.resource_name) for v in found] == [("pulumi:pulumi:Stack", "s3-prefix-keys-dev")]
+    assert f"has no {ESM}, so nothing consumes the enforcement queue" in found[0].message
+    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    assert sorted(v.resource_name for v in found) == ["demo-demo", "demo-demo-versioned"]
+    assert all("there is no enforcement queue to route to" in v.message for v in found)
+
+
+def test_inline_bucket_encryption_counts_only_without_a_configuration_resource(graphs):
+    g = graphs("tenant-plain", "up")
+    bucket = add_unmapped_bucket(g, name="tenant-owned")
+    g.set_property(bucket, "bucket", TENANT)  # the config bucket, created in this stack
+    sse = {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]}
+    g.set_property(bucket, "serverSideEncryptionConfiguration", sse)
+    found = violations(run(g, P.bucket_default_encryption_is_kms))
+    assert [(v.resource_type, v.resource_name) for v in found] == [(BUCKET, "tenant-owned")]
+    assert "sets default encryption AES256" in found[0].message
+    g = graphs("tenant", "up")
+    bucket = add_unmapped_bucket(g, name="tenant-owned")
+    g.set_property(bucket, "bucket", TENANT)
+    g.set_property(bucket, "serverSideEncryptionConfiguration", sse)  # stale: the resource below owns it
+    assert violations(run(g, P.bucket_default_encryption_is_kms)) == []
+
+
+# ---------------------------------------------------------------------------
+# 5. notification-filters-do-not-overlap (resource policy, inputs)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_overlapping_filters_fail(graphs, mode):
+    g = graphs("dev", mode)
+    n = demo_notification(g)
+    nested = dict(n.inputs["queues"][0], filterPrefix="prefix1/sub/", id="extra")
+    g.set_property(n, "queues", [*n.inputs["queues"], nested])
+    found = violations(run(g, P.notification_filters_do_not_overlap))
+    assert [(v.level, v.resource_type, v.resource_name) for v in found] == [
+        ("mandatory", NOTIFICATION, n.name)
+    ]
+    assert "(prefix 'prefix1/', suffix '') and queue configuration #3 (prefix 'prefix1/sub/'" in found[0].message
+    assert "Configurations overlap" in found[0].message and "('prefix1/')" in found[0].message
+
+
+def test_filters_for_other_events_or_suffixes_do_not_overlap(graphs):
+    g = graphs("dev", "up")
+    n = demo_notification(g)
+    first = n.inputs["queues"][0]
+    extra = [
+        dict(first, filterPrefix="prefix1/sub/", events=["s3:ObjectRemoved:*"], id="removed"),
+        dict(first, filterPrefix="", filterSuffix=".tmp", id="tmp"),
+        dict(first, filterPrefix="", filterSuffix=".log", id="log"),
+    ]
+    g.set_property(n, "queues", [*n.inputs["queues"], *extra])
+    found = violations(run(g, P.notification_filters_do_not_overlap))
+    # prefix '' overlaps every prefix for ObjectCreated; the two suffix filters do not overlap each other.
+    assert len(found) == 6 and all("suffix '.log'" in v.message or "suffix '.tmp'" in v.message for v in found)
+
+
+# ---------------------------------------------------------------------------
+# 6. strict-policy-matches-mapping (advisory)
+
+
+def strict_statements(g: StackGraph) -> tuple[Record, dict]:
+    p = one(g, BUCKET_POLICY, TENANT)
+    return p, json.loads(p.inputs["policy"])
+
+
+def test_strict_policy_matching_the_mapping_passes(graphs):
+    g = graphs("tenant", "up")
+    _, doc = strict_statements(g)
+    assert len(doc["Statement"]) == 6
+    assert violations(run(g, P.strict_policy_matches_mapping)) == []
+
+
+def test_strict_policy_missing_a_prefix_or_naming_another_key_fails(graphs):
+    g = graphs("tenant", "up")
+    p, doc = strict_statements(g)
+    doc["Statement"] = [s for s in doc["Statement"] if not s["Resource"].endswith("/b/*")]
+    g.set_property(p, "policy", json.dumps(doc))
+    found = violations(run(g, P.strict_policy_matches_mapping))
+    assert [(v.level, v.resource_type) for v in found] == [("advisory", BUCKET_POLICY)]
+    assert "mapped prefix 'b/' has no deny statement" in found[0].message
+
+    g = graphs("tenant", "up")
+    p, doc = strict_statements(g)
+    for s in doc["Statement"]:
+        if s["Resource"].endswith("/a/*") and "StringNotEquals" in s["Condition"]:
+            s["Condition"]["StringNotEquals"] = {
+                k: (KEY_B if k.endswith("key-id") else v) for k, v in s["Condition"]["StringNotEquals"].items()
+            }
+    g.set_property(p, "policy", json.dumps(doc))
+    found = violations(run(g, P.strict_policy_matches_mapping))
+    assert len(found) == 1
+    assert f"'a/' denies uploads unless they name another key than the mapped {KEY_A}" in found[0].message
+
+
+def test_strict_policy_covering_an_unmapped_prefix_fails(graphs):
+    g = graphs("tenant", "up")
+    p, doc = strict_statements(g)
+    stale = [dict(s, Sid=s["Sid"] + "Old", Resource=s["Resource"].replace("/a/*", "/old/*"))
+             for s in doc["Statement"] if s["Resource"].endswith("/a/*")]
+    doc["Statement"] += stale
+    g.set_property(p, "policy", json.dumps(doc))
+    found = violations(run(g, P.strict_policy_matches_mapping))
+    assert len(found) == 1 and "'old/' has key-enforcing deny statements but is not mapped" in found[0].message
+
+
+# ---------------------------------------------------------------------------
+# 7. bucket-default-encryption-is-kms (advisory)
+
+
+def test_default_kms_encryption_passes_and_dsse_counts_as_kms(graphs):
+    g = graphs("tenant", "up")
+    assert violations(run(g, P.bucket_default_encryption_is_kms)) == []
+    sse = one(g, SSE, TENANT)
+    rules = sse.inputs["rules"]
+    rules[0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] = "aws:kms:dsse"
+    g.set_property(sse, "rules", rules)
+    assert violations(run(g, P.bucket_default_encryption_is_kms)) == []
+
+
+def test_sse_s3_default_or_no_default_encryption_fails(graphs):
+    g = graphs("tenant", "up")
+    sse = one(g, SSE, TENANT)
+    g.set_property(sse, "rules", [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}])
+    found = violations(run(g, P.bucket_default_encryption_is_kms))
+    assert [(v.level, v.resource_type) for v in found] == [("advisory", SSE)]
+    assert "sets default encryption AES256" in found[0].message
+
+    found = violations(run(graphs("tenant-plain", "first-preview"), P.bucket_default_encryption_is_kms))
+    assert len(found) == 1
+    assert f"bucket '{TENANT}'" in found[0].message and "has no default encryption configuration" in found[0].message
+    assert "defaultKmsKeyArn" in found[0].message
+
+
+def test_demo_buckets_are_flagged_unless_exempt(graphs):
+    # The demo leaves prefix4/ unmapped on purpose; the example config exempts it.
+    assert violations(run(graphs("dev", "up"), P.bucket_default_encryption_is_kms)) == []
+    found = violations(run(graphs("dev", "up"), P.bucket_default_encryption_is_kms, {"exemptBuckets": []}))
+    assert sorted(v.resource_name for v in found) == ["demo-demo", "demo-demo-versioned"]
+
+
+# ---------------------------------------------------------------------------
+# Every mandatory policy still fires at the first preview of a new stack
+
+
+def _break_routes(g):
+    g.remove(demo_notification(g).urn)
+
+
+def _break_mapping(g):
+    add_unmapped_bucket(g)
+
+
+def _break_keys(g):
+    g.set_property(one(g, KEY, "demo-prefix1"), "keyUsage", "SIGN_VERIFY")
+
+
+def _break_delivery(g):
+    g.set_property(enforcer_queue(g), "redrivePolicy", None)
+
+
+def _break_filters(g):
+    n = demo_notification(g)
+    g.set_property(n, "queues", [*n.inputs["queues"], dict(n.inputs["queues"][1], filterPrefix="")])
+
+
+BREAKERS = {
+    "bucket-notification-routes-to-enforcer": _break_routes,
+    "bucket-has-key-mapping": _break_mapping,
+    "key-mapping-valid": _break_keys,
+    "enforcer-delivery-is-resilient": _break_delivery,
+    "notification-filters-do-not-overlap": _break_filters,
+}
+
+
+def test_every_mandatory_policy_has_a_first_preview_case():
+    mandatory = {p.name for p in P.POLICIES if p.enforcement_level == EnforcementLevel.MANDATORY}
+    assert mandatory == set(BREAKERS)
+
+
+@pytest.mark.parametrize("name", sorted(BREAKERS))
+def test_mandatory_policy_fires_at_first_preview(graphs, name):
+    g = graphs("dev", "first-preview")
+    # The premise: ARNs really are unknown in this mode.
+    assert enforcer_queue(g).outputs["arn"] is UNKNOWN
+    assert all(i.inputs["item"] is UNKNOWN for i in items_of(g, "demo_demo"))
+    BREAKERS[name](g)
+    report = check.analyze(g, check.load_policy_config(check.DEFAULT_CONFIG))
+    assert {d.policy for d in report.mandatory} == {name}
+    assert report.exit_code == 1
+
+
+# ---------------------------------------------------------------------------
+# The engine's view: marshalling, unknowns, configuration
+
+
+def test_marshal_mirrors_the_engine_numbers_and_unknowns():
+    props = check.marshal({"timeout": 120, "arn": UNKNOWN, "nested": {"list": [1, UNKNOWN]}, "gone": None})
+    assert props["timeout"] == 120.0 and isinstance(props["timeout"], float)
+    assert "gone" not in props
+    with pytest.raises(UnknownValueError) as err:
+        props["arn"]
+    assert err.value.message == "string value at .arn can't be known during preview"
+    with pytest.raises(UnknownValueError) as err:
+        props["nested"]["list"][1]
+    assert err.value.message == "string value at .nested.list.1 can't be known during preview"
+    assert P.value(props, "arn") is P.UNKNOWN and P.value(props, "missing", 7) == 7
+
+
+def test_a_policy_reading_an_unknown_is_skipped_like_pulumi_policy_does(graphs):
+    def by_arn(args, report):
+        for r in args.resources:
+            if r.resource_type == QUEUE:
+                report(f"queue {r.props['arn']}", r.urn)
+
+    naive = StackValidationPolicy(name="naive-by-arn", description="Relates queues by ARN.", validate=by_arn,
+                                  enforcement_level=EnforcementLevel.MANDATORY)
+    up = check.analyze(graphs("dev", "up"), policies=[naive])
+    assert len(up.mandatory) == 2 and up.mandatory[0].message.startswith("queue arn:aws:sqs:us-east-1:")
+    preview = check.analyze(graphs("dev", "first-preview"), policies=[naive])
+    assert preview.mandatory == []
+    assert [d.message for d in preview.advisory] == [
+        "can't run policy 'naive-by-arn' from policy pack 's3-prefix-keys@v0.0.1' during preview: "
+        "string value at .arn can't be known during preview"
+    ]
+
+
+def test_stack_resources_carry_parents_dependencies_and_providers(graphs):
+    g = graphs("dev", "first-preview")
+    resources = {r.urn: r for r in check.stack_resources(g)}
+    n = resources[demo_notification(g).urn]
+    # URNs as the engine makes them: the ancestor types below the root stack.
+    assert n.urn == ("urn:pulumi:dev::s3-prefix-keys::s3-prefix-keys:index:BucketIntegration"
+                     "$aws:s3/bucketNotification:BucketNotification::demo_demo-notification")
+    assert one(g, BUCKET, "demo-demo").urn == (
+        "urn:pulumi:dev::s3-prefix-keys::s3-prefix-keys:index:DemoBucket$aws:s3/bucket:Bucket::demo-demo")
+    assert n.parent.resource_type == P.INTEGRATION
+    assert [d.resource_type for d in n.property_dependencies["queues"]] == [QUEUE]
+    assert [d.resource_type for d in n.property_dependencies["bucket"]] == [BUCKET]
+    assert n.provider.resource_type == "pulumi:providers:aws" and n.provider.props["region"] == REGION
+    assert n.opts.parent == n.parent.urn
+    assert {d.urn for d in n.dependencies} >= {d.urn for d in n.property_dependencies["queues"]}
+
+
+def test_policy_config_levels_all_and_errors():
+    settings = check.resolve_policy_config({"all": "advisory", "key-mapping-valid": "disabled"})
+    assert settings["bucket-has-key-mapping"].level == EnforcementLevel.ADVISORY
+    assert settings["key-mapping-valid"].level == EnforcementLevel.DISABLED
+    assert settings["enforcer-delivery-is-resilient"].properties == {"minMaxReceiveCount": 2, "visibilityMultiplier": 6}
+    with pytest.raises(check.PolicyConfigError) as err:
+        check.resolve_policy_config({
+            "bucket-has-key-mapping": {"exemptBucket": ["x"]},
+            "enforcer-delivery-is-resilient": {"minMaxReceiveCount": 1, "visibilityMultiplier": "6"},
+            "no-such-policy": "mandatory",
+            "key-mapping-valid": "block",
+        })
+    text = str(err.value)
+    assert "bucket-has-key-mapping.exemptBucket: unknown property (allowed: exemptBuckets)" in text
+    assert "enforcer-delivery-is-resilient.minMaxReceiveCount: must be >= 2, got 1" in text
+    assert 'enforcer-delivery-is-resilient.visibilityMultiplier: expected number, got "6"' in text
+    assert "no-such-policy: no such policy" in text
+    assert 'key-mapping-valid: enforcement level must be one of advisory, mandatory, remediate, disabled' in text
+
+
+def test_disabled_policy_does_not_run_and_levels_apply(graphs):
+    g = graphs("dev", "up")
+    add_unmapped_bucket(g)
+    assert check.analyze(g, {"bucket-has-key-mapping": "disabled"}, policies=[P.bucket_has_key_mapping]).diagnostics == []
+    advisory = check.analyze(g, {"bucket-has-key-mapping": {"enforcementLevel": "advisory"}},
+                             policies=[P.bucket_has_key_mapping])
+    assert [d.level for d in advisory.diagnostics] == ["advisory"] and advisory.exit_code == 0
