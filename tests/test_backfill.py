@@ -1,0 +1,369 @@
+"""``ops backfill`` on patched moto: re-keys with full fidelity, resumes, plans and prices."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from enforcer.decision import Method
+from ops import pricing, sources
+from ops.audit import run_audit
+from ops.backfill import (
+    DONE_OUTCOMES,
+    Checkpoint,
+    backfill_command,
+    engine_settings,
+    plan_backfill,
+    run_backfill,
+)
+from tests.conftest import LambdaContext
+
+MIB = 1024**2
+BUCKET = "backfill-bucket"
+CONTENT = {
+    "ContentType": "application/x-tenant",
+    "CacheControl": "max-age=60",
+    "ContentDisposition": 'attachment; filename="r.bin"',
+    "ContentEncoding": "identity",
+    "ContentLanguage": "fr-CA",
+    "Expires": datetime(2031, 1, 1, tzinfo=UTC),
+}
+
+
+def put_rich(world, bucket, key, **extra):
+    return world.s3.put_object(
+        Bucket=bucket, Key=key, Body=extra.pop("Body", b"tenant data"), Metadata={"tenant": key.split("/")[0], "owner": "data-team"},
+        Tagging="team=a&cost+center=42", StorageClass="STANDARD_IA", **CONTENT, **extra,
+    )
+
+
+def snapshot(world, bucket, key):
+    h = world.s3.head_object(Bucket=bucket, Key=key)
+    return {
+        "body": world.s3.get_object(Bucket=bucket, Key=key)["Body"].read(),
+        "metadata": h.get("Metadata"),
+        "content": {f: h.get(f) for f in CONTENT},
+        "storage_class": h.get("StorageClass", "STANDARD"),
+        "tags": sorted((t["Key"], t["Value"]) for t in world.s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]),
+        "sse": (h.get("ServerSideEncryption"), h.get("SSEKMSKeyId")),
+        "etag": h["ETag"],
+    }
+
+
+def mappings(world):
+    return sources.mappings_from_table(world.ddb, "mapping")
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a run without --resume writes its checkpoint to the cwd
+
+
+@pytest.fixture
+def tenants(world):
+    """t1/ -> SSE-KMS (re-keyed in place), t2/ -> DSSE-KMS (copied), unmapped keys beside them."""
+    world.bucket(BUCKET)
+    world.map(BUCKET, "t1/", world.key("k1"))
+    world.map(BUCKET, "t2/", world.key("k2"), dsse=True)
+    return world
+
+
+def cli(*args: str):
+    app = typer.Typer()
+    app.command()(backfill_command)
+    return CliRunner(env={"COLUMNS": "250"}).invoke(app, list(args))
+
+
+# -- re-keying --------------------------------------------------------------------
+
+
+def test_backfill_rekeys_every_offender_and_keeps_every_attribute(tenants):
+    world = tenants
+    plan = {  # key -> (extra put arguments, the method the engine must pick)
+        "t1/default": ({}, Method.UPDATE_ENCRYPTION),
+        "t1/wrong-key": ({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": world.key("k3")}, Method.UPDATE_ENCRYPTION),
+        "t2/default": ({}, Method.COPY),
+        "t2/big": ({"Body": bytes(range(256)) * (24 * 1024)}, Method.MULTIPART_COPY),  # 6 MiB
+    }
+    for key, (extra, _) in plan.items():
+        put_rich(world, BUCKET, key, **extra)
+    put_rich(world, BUCKET, "t1/already", ServerSideEncryption="aws:kms", SSEKMSKeyId=world.keys["k1"])
+    put_rich(world, BUCKET, "unmapped/x")
+    before = {key: snapshot(world, BUCKET, key) for key in [*plan, "t1/already", "unmapped/x"]}
+
+    report = run_backfill(world.s3, mappings(world), BUCKET, concurrency=4,
+                          settings=engine_settings(multipart_threshold=5 * MIB))
+
+    assert report.exit_code == 0 and report.problems == []
+    expected = Counter(("rekeyed", str(method)) for _, method in plan.values())
+    expected[("compliant", "")] += 1
+    assert +report.counts == expected
+    assert report.bytes[("rekeyed", str(Method.MULTIPART_COPY))] == 6 * MIB
+    targets = {"t1/": ("aws:kms", world.keys["k1"]), "t2/": ("aws:kms:dsse", world.keys["k2"])}
+    for key in [*plan, "t1/already"]:
+        after = snapshot(world, BUCKET, key)
+        assert after["sse"] == targets[key[:3]], key
+        for attribute in ("body", "metadata", "content", "storage_class", "tags"):
+            assert after[attribute] == before[key][attribute], (key, attribute)
+    assert snapshot(world, BUCKET, "unmapped/x") == before["unmapped/x"]  # outside the mapped prefixes
+    assert snapshot(world, BUCKET, "t1/already")["etag"] == before["t1/already"]["etag"]
+    assert run_audit(world.s3, mappings(world), BUCKET).offenders == []
+
+
+def test_backfill_copies_are_compliant_no_ops_for_the_deployed_enforcer(tenants, load_handler):
+    world = tenants
+    put_rich(world, BUCKET, "t2/a")
+    put_rich(world, BUCKET, "t2/b")
+    world.drain()  # the uploads' own notifications
+    run_backfill(world.s3, mappings(world), BUCKET)
+    etags = {k: snapshot(world, BUCKET, k)["etag"] for k in ("t2/a", "t2/b")}
+    event = world.event()  # the backfill's copies, as S3 notifies them
+    assert len(event["Records"]) == 2
+    handler = load_handler()
+    assert handler.handler(event, LambdaContext()) == {"batchItemFailures": []}
+    assert {r["outcome"] for r in world.log_rows()} == {"compliant"}
+    assert {k: snapshot(world, BUCKET, k)["etag"] for k in etags} == etags
+    assert world.drain() == []
+
+
+def test_problems_are_listed_exit_1_and_retried_on_resume(tenants, tmp_path):
+    world = tenants
+    world.s3.put_object(Bucket=BUCKET, Key="t1/customer-key", Body=b"x",
+                        SSECustomerAlgorithm="AES256", SSECustomerKey=b"k" * 32)
+    put_rich(world, BUCKET, "t1/fine")
+    checkpoint = Checkpoint(tmp_path / "run.checkpoint.jsonl", BUCKET, None)
+    report = run_backfill(world.s3, mappings(world), BUCKET, checkpoint=checkpoint)
+    checkpoint.close()
+    assert report.exit_code == 1
+    assert [(p.key, p.outcome) for p in report.problems] == [("t1/customer-key", "sse-c")]
+    resumed = Checkpoint(tmp_path / "run.checkpoint.jsonl", BUCKET, None)
+    assert resumed.done == {"t1/fine"}  # the SSE-C object is tried again next time
+
+
+# -- concurrency -----------------------------------------------------------------------
+
+
+def test_concurrency_is_bounded(tenants):
+    world = tenants
+    for i in range(24):
+        world.s3.put_object(Bucket=BUCKET, Key=f"t1/{i:02d}", Body=b"x")
+    in_flight, peak, lock = [0], [0], threading.Lock()
+
+    def start(model, **_):
+        if model.name in ("HeadObject", "UpdateObjectEncryption"):
+            with lock:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            time.sleep(0.01)  # long enough for the other workers to overlap
+
+    def end(model, **_):
+        if model.name in ("HeadObject", "UpdateObjectEncryption"):
+            with lock:
+                in_flight[0] -= 1
+
+    world.s3.meta.events.register("before-call.s3", start)
+    world.s3.meta.events.register("after-call.s3", end)
+    report = run_backfill(world.s3, mappings(world), BUCKET, concurrency=3)
+    assert report.rekeyed == 24
+    assert 2 <= peak[0] <= 3
+
+
+# -- checkpoint and resume -------------------------------------------------------------
+
+
+def test_interrupted_run_resumes_without_redoing_finished_objects(tenants, tmp_path):
+    world = tenants
+    keys = [f"t1/obj-{i:02d}" for i in range(30)]
+    for key in keys:
+        world.s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    path = tmp_path / "b.checkpoint.jsonl"
+
+    seen = []
+
+    def interrupt_after_8(result):
+        seen.append(result)
+        if len(seen) == 8:
+            raise KeyboardInterrupt  # what Ctrl-C does to the main thread
+
+    first = Checkpoint(path, BUCKET, None)
+    report = run_backfill(world.s3, mappings(world), BUCKET, concurrency=2, checkpoint=first,
+                          on_result=interrupt_after_8)
+    first.close()
+    assert report.interrupted and report.exit_code == 130
+    # Objects still running at the interrupt finish and are checkpointed too; the
+    # queued ones are dropped.
+    assert 8 <= report.processed < len(keys)
+    with path.open("a") as f:
+        f.write('{"key": "t1/obj-99", "outc')  # a line torn by a kill mid-write
+
+    resumed = Checkpoint(path, BUCKET, None)
+    done = set(resumed.done)
+    assert len(done) == report.processed and resumed.torn_lines == 1
+    headed = []
+    world.s3.meta.events.register("before-parameter-build.s3.HeadObject",
+                                  lambda params, **_: headed.append(params["Key"]))
+    second = run_backfill(world.s3, mappings(world), BUCKET, checkpoint=resumed)
+    resumed.close()
+    assert second.skipped == len(done)
+    assert set(headed) == set(keys) - done and len(headed) == len(keys) - len(done)
+    assert second.rekeyed == len(keys) - len(done)
+    assert run_audit(world.s3, mappings(world), BUCKET).offenders == []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+    finished = [e["key"] for e in lines[1:] if e.get("outcome") in DONE_OUTCOMES]
+    assert sorted(finished) == sorted(keys)  # each object recorded done exactly once
+
+
+def test_checkpoint_of_another_bucket_is_refused(tenants, tmp_path):
+    path = tmp_path / "other.checkpoint.jsonl"
+    Checkpoint(path, "some-other-bucket", None).close()
+    result = cli("--bucket", BUCKET, "--mapping-table", "mapping", "--resume", str(path))
+    assert result.exit_code == 2
+    assert "checkpoint of bucket 'some-other-bucket'" in " ".join(result.stderr.split())
+
+
+# -- dry run and prices ------------------------------------------------------------------
+
+
+def test_dry_run_changes_nothing_and_plans_per_prefix_and_method(world):
+    bucket = world.bucket("dry-versioned", versioned=True)
+    world.map(bucket, "t1/", world.key("k1"))
+    world.map(bucket, "t2/", world.key("k2"), dsse=True)
+    sources_by_key = {  # key -> (put arguments, expected method, source encryption)
+        "t1/a": ({}, Method.UPDATE_ENCRYPTION, "AES256"),
+        "t1/b": ({}, Method.UPDATE_ENCRYPTION, "AES256"),
+        "t1/c": ({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": world.key("k3")}, Method.UPDATE_ENCRYPTION,
+                 "aws:kms"),
+        "t2/a": ({}, Method.COPY, "AES256"),
+        "t2/b": ({"Body": b"y" * (6 * MIB)}, Method.MULTIPART_COPY, "AES256"),
+    }
+    for key, (extra, _, _) in sources_by_key.items():
+        put_rich(world, bucket, key, **extra)
+    put_rich(world, bucket, "t1/ok", ServerSideEncryption="aws:kms", SSEKMSKeyId=world.keys["k1"])
+    state_before = world.s3.list_object_versions(Bucket=bucket)["Versions"]
+    calls = []
+    world.s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    threshold = 5 * MIB
+
+    plan = plan_backfill(world.s3, mappings(world), bucket, settings=engine_settings(multipart_threshold=threshold))
+
+    assert set(calls) <= {"ListObjectsV2", "HeadObject", "GetBucketOwnershipControls"}
+    assert world.s3.list_object_versions(Bucket=bucket)["Versions"] == state_before  # ETags, versions, dates
+    rows = {(r.prefix, r.method): r for r in plan.rows}
+    expected = Counter((k[:3], str(m)) for k, (_, m, _) in sources_by_key.items())
+    expected[("t1/", "no re-key (HEAD only)")] += 1
+    assert {key: row.objects for key, row in rows.items()} == dict(expected)
+    assert rows[("t2/", str(Method.MULTIPART_COPY))].bytes == 6 * MIB
+
+    # The request counts are what Enforcer.process will spend, object by object (this
+    # bucket has ACLs on, so each copy also reads the object's ACL).
+    want = pricing.Requests(list=2)
+    for key, (_, method, source_sse) in sources_by_key.items():
+        size = world.s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        want += pricing.rekey_requests(method, size, source_sse, multipart_threshold=threshold, reads_acl=True,
+                                       has_tags=True, deletes_old_version=True)
+    want.get_head += 1  # t1/ok
+    assert plan.requests == want
+    assert want.update_encryption == 3 and want.kms >= 5
+    assert plan.cost == pricing.cost_of(want, pricing.Prices())
+    dearer = plan_backfill(world.s3, mappings(world), bucket, settings=engine_settings(multipart_threshold=threshold),
+                           prices=pricing.Prices().with_overrides({"kms_per_10000": 0.3}))
+    assert dearer.cost.kms == pytest.approx(plan.cost.kms * 10)
+    assert dearer.cost.s3 == pytest.approx(plan.cost.s3)
+    assert {f.key for f in plan.audit.offenders} == set(sources_by_key)
+
+
+def test_seed_001_cost_example():
+    # 10 TB of 1 GB objects: 10,000 encryptions (overwrites) and 2,000,000 decryptions
+    # (downloads) a month cost "$6" in KMS requests (seed 001).
+    requests, dollars = pricing.seed_001_check(pricing.Prices())
+    assert requests == 2_010_000
+    assert round(dollars) == pricing.SEED_001_PUBLISHED_DOLLARS
+    # ...and re-keying those 10,000 objects in place is one KMS request each.
+    per_object = pricing.rekey_requests(Method.UPDATE_ENCRYPTION, 1024**3, "AES256", multipart_threshold=5 * 1024**3)
+    total = pricing.Requests()
+    for _ in range(10_000):
+        total += per_object
+    assert total.kms == pricing.SEED_001_ENCRYPTIONS
+    assert pricing.cost_of(total, pricing.Prices()).kms == pytest.approx(pricing.Prices().kms_cost(10_000))
+
+
+def test_multipart_request_model_follows_the_engine_part_size():
+    size, threshold = 12 * MIB, 5 * MIB
+    r = pricing.rekey_requests(Method.MULTIPART_COPY, size, "aws:kms", multipart_threshold=threshold, has_tags=True)
+    from enforcer.rekey import part_size_for
+
+    parts = -(-size // part_size_for(size, threshold))
+    assert r.put_copy_post == parts + 2
+    assert r.get_head == 2  # HEAD + GetObjectTagging
+    assert r.kms == 1 + 2 * parts
+
+
+def test_price_overrides_are_validated():
+    assert pricing.parse_price_overrides(["kms_per_10000=0.05"]) == {"kms_per_10000": 0.05}
+    with pytest.raises(ValueError, match="NAME=NUMBER"):
+        pricing.parse_price_overrides(["kms"])
+    with pytest.raises(ValueError, match="unknown price nope"):
+        pricing.Prices().with_overrides({"nope": 1})
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def test_command_backfills_then_resume_skips_everything(tenants, tmp_path):
+    world = tenants
+    for i in range(5):
+        put_rich(world, BUCKET, f"t1/{i}")
+    path = tmp_path / "cli.checkpoint.jsonl"
+    first = cli("--bucket", BUCKET, "--mapping-table", "mapping", "--resume", str(path))
+    assert first.exit_code == 0, first.output
+    assert "rekeyed" in first.stdout and "update-object-encryption" in first.stdout
+    second = cli("--bucket", BUCKET, "--mapping-table", "mapping", "--resume", str(path))
+    assert second.exit_code == 0
+    assert "done earlier (checkpoint)" in second.stdout
+    assert "5 object(s) already done" in second.stderr
+
+
+def test_command_dry_run_prints_plan_cost_and_offenders(tenants):
+    world = tenants
+    put_rich(world, BUCKET, "t1/x")
+    etag = snapshot(world, BUCKET, "t1/x")["etag"]
+    result = cli("--bucket", BUCKET, "--mapping-table", "mapping", "--dry-run", "--price", "kms_per_10000=0.06")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert "nothing was changed" in out and "update-object-encryption" in out
+    assert "$0.06/10,000" in out and "Price check (seed 001)" in out and "t1/x" in out
+    assert snapshot(world, BUCKET, "t1/x")["etag"] == etag
+    assert world.s3.head_object(Bucket=BUCKET, Key="t1/x")["ServerSideEncryption"] == "AES256"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prefix", "elsewhere/"], "--prefix 'elsewhere/' is not under any mapped prefix"),
+        (["--dry-run", "--price", "bogus=1"], "unknown price bogus"),
+        (["--concurrency", "0"], "Invalid value for '--concurrency'"),
+    ],
+    ids=["unmapped-prefix", "unknown-price", "zero-concurrency"],
+)
+def test_bad_input_exits_2(tenants, args, message):
+    result = cli("--bucket", BUCKET, "--mapping-table", "mapping", *args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert list(Path.cwd().glob("*.checkpoint.jsonl")) == []  # refused before any file was made
+
+
+def test_run_without_resume_writes_a_default_checkpoint(tenants):
+    put_rich(tenants, BUCKET, "t1/x")
+    result = cli("--bucket", BUCKET, "--mapping-table", "mapping")
+    assert result.exit_code == 0, result.output
+    (path,) = Path.cwd().glob(f"backfill-{BUCKET}-*.checkpoint.jsonl")
+    assert f"--resume {path.name}" in result.stdout
+    assert Checkpoint(path, BUCKET, None).done == {"t1/x"}
