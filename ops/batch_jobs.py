@@ -9,9 +9,11 @@ cannot say "not this key"), and it copies at most 5 GB.
 
 Where the cheaper ``S3UpdateObjectEncryption`` operation is provably enough, an extra
 job per prefix can use it (``--update-encryption-jobs``): the target is SSE-KMS, the
-generated manifest is filtered to SSE-S3 objects under the prefix, and no longer mapped
-prefix is nested inside it (its objects would get the wrong key; the filter has no
-"exclude prefix"). Everything else stays with the Lambda job.
+generated manifest is filtered to SSE-S3 objects under the prefix, the key belongs to
+the bucket owner's account (S3 refuses UpdateObjectEncryption with another account's
+key), and no longer mapped prefix is nested inside it (its objects would get the wrong
+key; the filter has no "exclude prefix"). Everything else stays with the Lambda job,
+whose engine falls back to a copy for a cross-account key.
 
 Pure request builders (``plan_jobs``, ``required_role_policy``) are separate from the
 calls (``create_jobs``, ``job_statuses``), so the exact ``CreateJob`` requests are
@@ -59,6 +61,10 @@ class JobOptions:
     inventory_manifest: str | None = None  # s3://bucket/path/manifest.json
     inventory_manifest_etag: str | None = None
     update_encryption_jobs: bool = False
+    # The account that owns the buckets; None: the job's own account (``account_id``),
+    # the usual case. Only S3UpdateObjectEncryption cares: S3 refuses it with a key of
+    # any other account.
+    bucket_owner_account_id: str | None = None
     # Part of the idempotency token: the same command twice creates each job once; a
     # new run id creates new jobs (a second pass after fixing grants, say).
     run_id: str = ""
@@ -159,12 +165,25 @@ def _lambda_operation(options: JobOptions) -> dict[str, Any]:
     return {"LambdaInvoke": {"FunctionArn": options.function_arn, "InvocationSchemaVersion": SUPPORTED_SCHEMA}}
 
 
-def update_encryption_problem(mapping: Mapping, mappings: list[Mapping], inventory: bool) -> str | None:
+def key_account(key_arn: str) -> str:
+    return key_arn.split(":")[4]
+
+
+def update_encryption_problem(
+    mapping: Mapping, mappings: list[Mapping], inventory: bool, bucket_owner: str
+) -> str | None:
     """Why an S3UpdateObjectEncryption job would not be provably right for this prefix."""
     if mapping.problem:
         return f"the mapping is unusable: {mapping.problem}"
     if mapping.target.sse_type != SSE_KMS:
         return "the target is DSSE-KMS; UpdateObjectEncryption can only write SSE-KMS"
+    owner = key_account(mapping.target.kms_key_arn)
+    if owner != bucket_owner:
+        return (
+            f"the key belongs to account {owner}, not to the bucket owner {bucket_owner}, and S3 refuses "
+            "UpdateObjectEncryption with another account's key; the LambdaInvoke job (--function-arn) "
+            "re-keys them by copy"
+        )
     if inventory:
         return "an inventory manifest cannot be filtered to SSE-S3 objects; only a generated manifest can"
     nested = sorted(m.prefix for m in mappings if m.prefix != mapping.prefix and m.prefix.startswith(mapping.prefix))
@@ -214,7 +233,10 @@ def plan_jobs(bucket: str, mappings: list[Mapping], options: JobOptions) -> tupl
                          "(`ops outputs --stack <stack>` prints it)")
     if options.update_encryption_jobs:
         for mapping in sorted(mappings, key=lambda m: m.prefix):
-            problem = update_encryption_problem(mapping, mappings, bool(options.inventory_manifest))
+            problem = update_encryption_problem(
+                mapping, mappings, bool(options.inventory_manifest),
+                options.bucket_owner_account_id or options.account_id,
+            )
             if problem:
                 skipped.append(SkippedJob(mapping.prefix, UPDATE_ENCRYPTION, problem))
                 continue

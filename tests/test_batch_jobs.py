@@ -204,6 +204,35 @@ def test_update_encryption_jobs_alone_need_no_function():
     assert [(j.prefix, j.operation) for j in jobs] == [("a/b/", "S3UpdateObjectEncryption")]
 
 
+OTHER_ACCOUNT = "210987654321"
+FOREIGN_KEY = f"arn:aws:kms:us-east-1:{OTHER_ACCOUNT}:key/44444444-4444-4444-8444-444444444444"
+
+
+def test_no_update_encryption_job_for_another_accounts_key():
+    # S3 answers UpdateObjectEncryption with a key of another account AccessDenied
+    # ("must be owned by the same account as the bucket"): such a job would fail every task.
+    rows = [*mappings(), Mapping.from_row({"bucket_name": BUCKET, "prefix": "x/", "kms_key_arn": FOREIGN_KEY})]
+    jobs, skipped = batch_jobs.plan_jobs(BUCKET, rows, options(update_encryption_jobs=True))
+    assert [(j.prefix, j.operation) for j in jobs] == [
+        ("a/", "LambdaInvoke"), ("c/", "LambdaInvoke"), ("x/", "LambdaInvoke"), ("a/b/", "S3UpdateObjectEncryption"),
+    ]
+    reason = next(s.reason for s in skipped if s.prefix == "x/")
+    assert f"account {OTHER_ACCOUNT}, not to the bucket owner {ACCOUNT}" in reason
+    assert FOREIGN_KEY not in batch_jobs.required_role_policy(jobs, rows, options(update_encryption_jobs=True))[
+        "Statement"][-1]["Resource"]
+
+
+def test_bucket_owner_other_than_the_job_account_decides_which_keys_fit():
+    rows = [Mapping.from_row({"bucket_name": BUCKET, "prefix": "x/", "kms_key_arn": FOREIGN_KEY}),
+            Mapping.from_row({"bucket_name": BUCKET, "prefix": "y/", "kms_key_arn": K1})]
+    jobs, skipped = batch_jobs.plan_jobs(
+        BUCKET, rows, options(function_arn=None, update_encryption_jobs=True, bucket_owner_account_id=OTHER_ACCOUNT)
+    )
+    assert [(j.prefix, j.operation) for j in jobs] == [("x/", "S3UpdateObjectEncryption")]
+    assert [(s.prefix, f"not to the bucket owner {OTHER_ACCOUNT}" in s.reason) for s in skipped] == [("y/", True)]
+    assert jobs[0].request["AccountId"] == ACCOUNT  # the job still runs in the caller's account
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -369,6 +398,21 @@ def test_command_dry_run_prints_requests_and_role_policy_without_creating(stubbe
     ]
     assert doc["role trust policy"] == batch_jobs.TRUST_POLICY
     assert any(s["Sid"] == "UpdateObjectEncryption" for s in doc["role permissions policy"]["Statement"])
+
+
+def test_command_dry_run_prints_why_a_cross_account_key_gets_no_update_encryption_job(stubbed_cli, world):
+    run, _ = stubbed_cli
+    world.map(BUCKET, "x/", FOREIGN_KEY)
+    result = run("--bucket", BUCKET, "--mapping-table", "mapping", "--batch-operations", "--dry-run",
+                 "--function-arn", FUNCTION, "--role-arn", ROLE, "--report-bucket", "ops-reports",
+                 "--update-encryption-jobs")
+    assert result.exit_code == 0, result.output
+    plan = " ".join(result.stdout[:result.stdout.index("{")].split())
+    assert f"skipped: the key belongs to account {OTHER_ACCOUNT}, not to the bucket owner {ACCOUNT}" in plan
+    doc = json.loads(result.stdout[result.stdout.index("{"):])
+    descriptions = [r["Description"] for r in doc["CreateJob requests"]]
+    assert f"s3-prefix-keys backfill s3://{BUCKET}/x/ LambdaInvoke" in descriptions
+    assert not any("/x/ S3UpdateObjectEncryption" in d for d in descriptions)
 
 
 def test_command_status_shows_jobs_and_report(stubbed_cli, world):
