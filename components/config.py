@@ -191,6 +191,10 @@ class PrefixMapping(_Model):
 class BucketConfig(_Model):
     prefixes: dict[Prefix, PrefixMapping]
     notification: Literal["sqs", "eventbridge"] = "sqs"
+    # A bucket's notification configuration is one document: managing it replaces
+    # every route another tool put there. False leaves it to its owner, who must add
+    # the route (docs/deploy.md says what); the queue policy and rule are still made.
+    manage_notification: bool = Field(default=True, alias="manageNotification")
     strict: bool = False
     policy_statements: list[dict[str, Any]] = Field(default_factory=list, alias="policyStatements")
     block_sse_c: bool = Field(default=False, alias="blockSseC")

@@ -7,7 +7,8 @@ encryption. All of it is parented to the integration, so dropping the bucket fro
 config deletes all of it on the next ``pulumi up``.
 
 The notification, the bucket policy and the encryption configuration are each a
-single resource per bucket in S3: managing them here takes ownership of them.
+single resource per bucket in S3: managing them here takes ownership of them. The
+notification can be left to another owner (``manageNotification: false``).
 """
 
 from __future__ import annotations
@@ -206,10 +207,14 @@ class BucketIntegration(pulumi.ComponentResource):
         ]
 
         # -- the route of ObjectCreated events to the queue; S3 validates the queue
-        # policy when the notification is put, so that comes first.
+        # policy when the notification is put, so that comes first. With
+        # manageNotification false the bucket's notification document belongs to
+        # another tool, which must add the route itself; the queue policy (in the
+        # Enforcer) and the EventBridge rule are still this stack's.
         after_queue_policy = pulumi.ResourceOptions(parent=self, depends_on=[enforcer.queue_policy])
+        self.notification: aws.s3.BucketNotification | None = None
         self.event_rule: aws.cloudwatch.EventRule | None = None
-        if config.notification == "sqs":
+        if config.notification == "sqs" and config.manage_notification:
             self.notification = aws.s3.BucketNotification(
                 f"{name}-notification",
                 bucket=bucket,
@@ -227,11 +232,12 @@ class BucketIntegration(pulumi.ComponentResource):
                 ],
                 opts=after_queue_policy,
             )
-        else:
-            # EventBridge delivery is the bucket's notification setting too.
-            self.notification = aws.s3.BucketNotification(
-                f"{name}-notification", bucket=bucket, eventbridge=True, opts=child
-            )
+        elif config.notification == "eventbridge":
+            if config.manage_notification:
+                # EventBridge delivery is the bucket's notification setting too.
+                self.notification = aws.s3.BucketNotification(
+                    f"{name}-notification", bucket=bucket, eventbridge=True, opts=child
+                )
             self.event_rule = aws.cloudwatch.EventRule(
                 f"{name}-object-created",
                 name=eventbridge_rule_name(target.logical_name),
@@ -308,6 +314,7 @@ class BucketIntegration(pulumi.ComponentResource):
                 "bucket": bucket,
                 "prefixes": prefixes,
                 "notification": config.notification,
+                "manageNotification": config.manage_notification,
                 "strict": config.strict,
             }
         )

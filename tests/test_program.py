@@ -545,9 +545,6 @@ def test_queue_policy_lets_in_only_the_mapped_senders(prod):
 def test_eventbridge_mode_routes_only_mapped_prefixes(prod):
     config = load_stack_file(PROD)
     bucket = next(b for b, c in config.buckets.items() if c.notification == "eventbridge")
-    notification = next(n for n in prod.by_type(NOTIFICATION) if n.inputs["bucket"] == bucket)
-    assert notification.inputs["eventbridge"] is True
-    assert "queues" not in notification.inputs
     rule = prod.one(RULE)
     pattern = rule.json("eventPattern")
     for prefix in config.buckets[bucket].prefixes:
@@ -557,6 +554,63 @@ def test_eventbridge_mode_routes_only_mapped_prefixes(prod):
     target = prod.one(TARGET)
     assert target.inputs["rule"] == rule.outputs["name"]
     assert target.inputs["arn"] == prod.one(QUEUE, "enforcer-queue").outputs["arn"]
+
+
+def test_a_notification_owned_elsewhere_is_left_alone(prod):
+    """The prod example's dotted bucket: its notification document belongs to another tool."""
+    config = load_stack_file(PROD)
+    external = "acme.analytics.exports"
+    assert config.buckets[external].manage_notification is False
+    assert config.buckets[external].notification == "eventbridge"
+    # Putting any notification (even eventbridge=True) would replace the owner's routes.
+    assert [n.inputs["bucket"] for n in prod.by_type(NOTIFICATION)] == ["acme-tenant-data"]
+    integration = next(i for i in prod.by_type(INTEGRATION) if i.outputs["bucket"] == external)
+    assert children_of_type(prod, integration, NOTIFICATION) == []
+    # The rest of the route is still this stack's: the rule, its target and the queue policy.
+    (rule,) = children_of_type(prod, integration, RULE)
+    assert matches(rule.json("eventPattern"), eventbridge_event(external, "tenant-a/x.csv"))
+    (target,) = children_of_type(prod, integration, TARGET)
+    assert target.inputs["arn"] == prod.one(QUEUE, "enforcer-queue").outputs["arn"]
+    senders = [st["Condition"]["ArnEquals"]["aws:SourceArn"] for st in queue_statements(prod) if "ArnEquals" in st.get("Condition", {})]
+    assert rule.outputs["arn"] in senders
+
+
+ROUTES = {
+    "aws:region": "us-east-1",
+    "demo": False,
+    "buckets": {
+        "eb-owned": {"notification": "eventbridge", "prefixes": {"a/": {"kmsKeyArn": KEY_A}}},
+        "eb-external": {
+            "notification": "eventbridge",
+            "manageNotification": False,
+            "prefixes": {"b/": {"kmsKeyArn": KEY_B}},
+        },
+        "sqs-external": {"manageNotification": False, "prefixes": {"c/": {"kmsKeyArn": KEY_C}}},
+    },
+}
+
+
+def test_manage_notification_decides_only_the_notification_resource():
+    graph = run_program(ROUTES, stack="routes")
+    # Only the bucket whose notification this stack owns gets one: eventbridge=True.
+    (notification,) = graph.by_type(NOTIFICATION)
+    assert notification.inputs["bucket"] == "eb-owned"
+    assert notification.inputs["eventbridge"] is True
+    assert "queues" not in notification.inputs
+    # Both eventbridge buckets keep their rule and target.
+    rules = {r.json("eventPattern")["detail"]["bucket"]["name"][0]: r for r in graph.by_type(RULE)}
+    assert set(rules) == {"eb-owned", "eb-external"}
+    assert len(graph.by_type(TARGET)) == 2
+    # The queue policy still lets in S3 from the externally routed sqs bucket (its owner
+    # adds the queue configurations) and EventBridge from both rules.
+    allows = [st for st in queue_statements(graph) if st["Effect"] == "Allow"]
+    s3 = [st["Condition"]["ArnEquals"]["aws:SourceArn"] for st in allows if st["Principal"] == {"Service": "s3.amazonaws.com"}]
+    assert s3 == ["arn:aws:s3:::sqs-external"]
+    events = {st["Condition"]["ArnEquals"]["aws:SourceArn"] for st in allows if st["Principal"] == {"Service": "events.amazonaws.com"}}
+    assert events == {r.outputs["arn"] for r in rules.values()}
+    # Grants and mapping rows do not depend on who owns the notification.
+    assert set(mapped_rows(graph)) == set(ROUTES["buckets"])
+    assert len([p for p in graph.by_type(ROLE_POLICY) if p.name.endswith("-grants")]) == 3
 
 
 # ---------------------------------------------------------------------------
