@@ -169,6 +169,11 @@ class AuditReport:
     def exit_code(self) -> int:
         return 1 if self.non_compliant else 0
 
+    def expect(self, mapping: Mapping) -> None:
+        """A row for ``mapping`` even if no object is found under it: an empty mapped prefix
+        shows 0 objects rather than vanishing from the report."""
+        self.prefixes.setdefault(mapping.prefix, PrefixSummary(mapping.prefix, mapping.target, mapping.problem))
+
     def add(self, finding: Finding, mapping: Mapping | None) -> None:
         self.objects += 1
         if finding.prefix is None:
@@ -276,6 +281,19 @@ def counted(items: Iterable[sources.Listed], sink: ProgressSink, limit: int | No
 # -- the audit -----------------------------------------------------------------
 
 
+def mappings_in_scope(mappings: Iterable[Mapping], prefix: str | None) -> list[Mapping]:
+    """The mappings that can apply to a key under ``prefix``: those inside it, and the
+    longest one it is itself inside (the others are shadowed there by that one)."""
+    mappings = list(mappings)
+    if prefix is None:
+        return mappings
+    inside = [m for m in mappings if m.prefix.startswith(prefix)]
+    around = [m for m in mappings if prefix.startswith(m.prefix) and m not in inside]
+    if around:
+        inside.append(max(around, key=lambda m: len(m.prefix)))
+    return inside
+
+
 def judge(engine: Enforcer, listed: sources.Listed) -> tuple[Finding, Mapping | None]:
     ref = listed.ref
     try:
@@ -334,9 +352,12 @@ def run_audit(
         raise sources.InputError(f"--concurrency must be at least 1, got {concurrency}")
     sink = progress or ProgressSink()
     report = AuditReport(bucket, prefix, versions, source)
+    bucket_mappings = mappings.for_bucket(bucket)
+    for mapping in mappings_in_scope(bucket_mappings, prefix):
+        report.expect(mapping)
     engine = Enforcer(s3, mappings, settings or EngineSettings())
     if only_mapped:
-        prefixes: list[str | None] = list(sources.listing_prefixes(mappings.for_bucket(bucket), prefix))
+        prefixes: list[str | None] = list(sources.listing_prefixes(bucket_mappings, prefix))
     else:
         prefixes = [prefix]
     listing = counted(sources.list_objects(s3, bucket, prefixes, versions), sink, max_objects, report)

@@ -14,8 +14,17 @@ from botocore.exceptions import ClientError
 from rich.console import Console
 from typer.testing import CliRunner
 
+from enforcer.mapping import Mapping
 from ops import sources
-from ops.audit import Category, ProgressSink, RichProgress, audit_command, progress_bar, run_audit
+from ops.audit import (
+    Category,
+    ProgressSink,
+    RichProgress,
+    audit_command,
+    mappings_in_scope,
+    progress_bar,
+    run_audit,
+)
 
 BUCKET = "audit-bucket"
 
@@ -108,6 +117,42 @@ def test_prefix_limits_the_listing(tenants):
     assert list(report.prefixes) == ["t2/"]
     assert report.unmapped == 0
     assert report.objects == sum(o.key.startswith("t2/") for o in OBJECTS)
+
+
+def test_a_mapped_prefix_without_objects_shows_zero(tenants):
+    tenants.map(BUCKET, "t3/", tenants.key("k3"))  # mapped, nothing uploaded yet
+    report = run_audit(tenants.s3, table_mappings(tenants), BUCKET)
+    assert sorted(report.prefixes) == ["t1/", "t2/", "t3/"]
+    assert (report.prefixes["t3/"].objects, report.prefixes["t3/"].target.kms_key_arn) == (0, tenants.keys["k3"])
+    as_json = cli("--bucket", BUCKET, "--mapping-table", "mapping", "--format", "json")
+    t3 = next(p for p in json.loads(as_json.stdout)["prefixes"] if p["prefix"] == "t3/")
+    assert (t3["objects"], t3["non_compliant"]) == (0, 0)
+    table = cli("--bucket", BUCKET, "--mapping-table", "mapping")
+    row = next(line for line in table.stdout.splitlines() if "t3/" in line)
+    assert [cell.strip() for cell in row.strip("│ ").split("│")][2:7] == ["0", "0", "0", "0", "0"]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "shown"),
+    [
+        ("t3/", ["t3/"]),  # the audited prefix is itself mapped, and empty
+        ("t1/sub/", ["t1/"]),  # inside t1/: its keys are t1/'s, none of them there
+        ("t", ["t1/", "t2/", "t3/"]),
+        ("elsewhere/", []),
+    ],
+)
+def test_the_prefix_option_limits_the_empty_prefixes_shown_too(tenants, prefix, shown):
+    tenants.map(BUCKET, "t3/", tenants.key("k3"))
+    report = run_audit(tenants.s3, table_mappings(tenants), BUCKET, prefix=prefix)
+    assert sorted(report.prefixes) == shown
+
+
+def test_only_the_longest_mapping_around_the_prefix_applies():
+    arn = "arn:aws:kms:us-east-1:123456789012:key/11111111-1111-4111-8111-111111111111"
+    rows = [Mapping.from_row({"bucket_name": BUCKET, "prefix": p, "kms_key_arn": arn})
+            for p in ("a/", "a/b/", "a/b/c/d/", "z/")]
+    assert [m.prefix for m in mappings_in_scope(rows, "a/b/c/")] == ["a/b/c/d/", "a/b/"]
+    assert [m.prefix for m in mappings_in_scope(rows, None)] == ["a/", "a/b/", "a/b/c/d/", "z/"]
 
 
 def test_audit_writes_nothing(tenants):
