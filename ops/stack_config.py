@@ -102,18 +102,24 @@ def plan_add(
 ) -> list[ConfigEdit]:
     """Edits that make ``prefix`` map to exactly this key and type.
 
-    An existing mapping of the prefix is removed first, so a field the new mapping does
-    not set (a former ``dualLayer: true``) cannot linger and silently change its type.
+    Fields of an existing mapping that the new one does not set (a former
+    ``dualLayer: true``) are removed, so they cannot linger and silently change its
+    type. The order is what makes a write that stops halfway (the Pulumi CLI failing
+    on the third of four calls) safe: the new key first, so the prefix is never left
+    unmapped; then the removals; then ``bucketKey`` before ``dualLayer``, so no step
+    leaves ``bucketKey: true`` beside ``dualLayer: true``.
     """
     base = (BUCKETS, bucket, PREFIXES, prefix)
-    edits = []
-    if prefix in _prefixes_of(buckets, bucket):
-        edits.append(_remove(base))
-    edits.append(_set((*base, "kmsKeyArn"), key_arn))
-    if dsse:
-        edits.append(_set((*base, "dualLayer"), True))
+    wanted: dict[str, str | bool] = {"kmsKeyArn": key_arn}
     if bucket_key is not None:
-        edits.append(_set((*base, "bucketKey"), bucket_key))
+        wanted["bucketKey"] = bucket_key
+    if dsse:
+        wanted["dualLayer"] = True
+    old = _prefixes_of(buckets, bucket).get(prefix)
+    stale = [name for name in old if name not in wanted] if isinstance(old, Mapping) else []
+    edits = [_set((*base, "kmsKeyArn"), key_arn)]
+    edits += [_remove((*base, name)) for name in stale]
+    edits += [_set((*base, name), value) for name, value in wanted.items() if name != "kmsKeyArn"]
     return edits
 
 
@@ -306,6 +312,32 @@ class ChangeResult:
 StackOpener = Callable[[str, Path], Any]
 
 
+def write_through_pulumi(pulumi_stack: Any, stack: str, edits: list[ConfigEdit]) -> None:
+    """One ``set_config``/``remove_config`` per edit, in order; a CLI failure is a
+    MappingError that names the failed edit and the ones already applied."""
+    from pulumi.automation import CommandError, ConfigValue
+
+    from ops.deploy import first_error_line
+
+    for n, edit in enumerate(edits):
+        try:
+            if edit.action == "set":
+                pulumi_stack.set_config(edit.key, ConfigValue(edit.config_value), path=True)
+            else:
+                pulumi_stack.remove_config(edit.key, path=True)
+        except CommandError as exc:
+            applied = edits[:n]
+            lines = [f"pulumi could not {edit.action} {edit.key}: {first_error_line(exc)}"]
+            if applied:
+                lines.append(f"{len(applied)} of {len(edits)} edits were applied before it:")
+                lines += [f"  {done.command(stack)}" for done in applied]
+            else:
+                lines.append("No edit was applied; the stack's configuration is unchanged.")
+            lines.append("Not applied (run these once the cause is fixed, or repeat the ops command):")
+            lines += [f"  {todo.command(stack)}" for todo in edits[n:]]
+            raise MappingError("\n".join(lines)) from None
+
+
 def change_mappings(
     stack: str,
     plan: Callable[[StackDocument], list[ConfigEdit]],
@@ -336,13 +368,7 @@ def change_mappings(
                 raise MappingError(str(exc)) from None
             notes.append(f"{exc.short}; edited {path.name} directly (what `pulumi config set --path` writes)")
         else:
-            from pulumi.automation import ConfigValue
-
-            for edit in edits:
-                if edit.action == "set":
-                    pulumi_stack.set_config(edit.key, ConfigValue(edit.config_value), path=True)
-                else:
-                    pulumi_stack.remove_config(edit.key, path=True)
+            write_through_pulumi(pulumi_stack, stack, edits)
             try:
                 config = load_stack_file(path)
             except ConfigError as exc:  # the CLI wrote something the model rejects: say so loudly

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from pulumi.automation import CommandError, CommandResult
 from typer.testing import CliRunner
 
 from components.config import all_mapping_rows, load_stack_file, stack_file
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ARN_A = "arn:aws:kms:us-east-1:111122223333:key/1a2b3c4d-1111-4aaa-8bbb-0123456789ab"
 ARN_B = "arn:aws:kms:us-east-1:111122223333:key/2b3c4d5e-2222-4bbb-8ccc-123456789abc"
 PROD_ARN = "arn:aws:kms:eu-west-1:111122223333:key/5d5e6f70-4444-4ddd-8eee-3456789abcde"
+ARN_B_PROD = "arn:aws:kms:eu-west-1:111122223333:key/2b3c4d5e-2222-4bbb-8ccc-123456789abc"  # tenant-b/ in prod
 
 runner = CliRunner()
 
@@ -113,17 +115,19 @@ def test_plans_name_exact_keys_and_commands():
     buckets = {"my.bucket": {"prefixes": {"tenant-a/": {"kmsKeyArn": ARN_A, "dualLayer": True},
                                           "tenant-b/": {"kmsKeyArn": ARN_B}}}}
     edits = stack_config.plan_add(buckets, "my.bucket", "tenant-a/", ARN_B, dsse=False, bucket_key=False)
+    # A replace never removes the mapping: the new key first, then the stale field.
     assert [(e.action, e.key, e.value) for e in edits] == [
-        ("remove", 's3-prefix-keys:buckets["my.bucket"].prefixes["tenant-a/"]', None),
         ("set", 's3-prefix-keys:buckets["my.bucket"].prefixes["tenant-a/"].kmsKeyArn', ARN_B),
+        ("remove", 's3-prefix-keys:buckets["my.bucket"].prefixes["tenant-a/"].dualLayer', None),
         ("set", 's3-prefix-keys:buckets["my.bucket"].prefixes["tenant-a/"].bucketKey', False),
     ]
     assert edits[2].command("prod") == (
         "pulumi config set --stack prod --path "
         "'s3-prefix-keys:buckets[\"my.bucket\"].prefixes[\"tenant-a/\"].bucketKey' false"
     )
-    assert edits[0].command("prod") == (
-        "pulumi config rm --stack prod --path 's3-prefix-keys:buckets[\"my.bucket\"].prefixes[\"tenant-a/\"]'"
+    assert edits[1].command("prod") == (
+        "pulumi config rm --stack prod --path "
+        "'s3-prefix-keys:buckets[\"my.bucket\"].prefixes[\"tenant-a/\"].dualLayer'"
     )
     fresh = stack_config.plan_add({}, "new-bucket", "x/", ARN_A, dsse=True)
     assert [(e.key, e.config_value) for e in fresh] == [
@@ -276,14 +280,22 @@ def test_missing_stack_file_exits_2(project):
 
 
 class RecordingStack:
-    def __init__(self):
+    """A stand-in automation Stack; ``fail_at`` makes that call (0-based) fail as the CLI would."""
+
+    def __init__(self, fail_at: int | None = None):
         self.calls: list[tuple] = []
+        self.fail_at = fail_at
+
+    def _record(self, call: tuple) -> None:
+        if len(self.calls) == self.fail_at:
+            raise CommandError(CommandResult("", "error: could not write config: the backend is read-only\n", 255))
+        self.calls.append(call)
 
     def set_config(self, key, value, *, path=False):
-        self.calls.append(("set", key, value.value, value.secret, path))
+        self._record(("set", key, value.value, value.secret, path))
 
     def remove_config(self, key, *, path=False):
-        self.calls.append(("remove", key, path))
+        self._record(("remove", key, path))
 
 
 @pytest.fixture
@@ -300,13 +312,67 @@ def test_with_the_cli_edits_go_through_set_config_with_path(project, cli_present
     )
     base = 's3-prefix-keys:buckets.acme-tenant-data.prefixes["tenant-b/"]'
     assert stack.calls == [
-        ("remove", base, True),
         ("set", base + ".kmsKeyArn", PROD_ARN, False, True),
-        ("set", base + ".dualLayer", "true", False, True),
         ("set", base + ".bucketKey", "false", False, True),
+        ("set", base + ".dualLayer", "true", False, True),
     ]
     assert result.written_via is Writer.PULUMI
     assert (project / "Pulumi.prod.yaml").read_bytes() == before  # the CLI writes the file, not ops
+
+
+@pytest.mark.parametrize("fail_at", [0, 1, 2])
+def test_a_cli_failure_halfway_through_a_replace_keeps_a_mapping_and_says_what_was_applied(
+    project, cli_present, fail_at
+):
+    # tenant-b/ is DSSE under one key; replace it with SSE-KMS under another, no bucket key.
+    stack = RecordingStack(fail_at=fail_at)
+    path = project / "Pulumi.prod.yaml"
+    with pytest.raises(MappingError) as err:
+        stack_config.add_mapping("prod", "acme-tenant-data", "tenant-b/", PROD_ARN, bucket_key=False,
+                                 root=project, open_stack=lambda name, root: stack)
+    message = str(err.value)
+    base = 's3-prefix-keys:buckets.acme-tenant-data.prefixes["tenant-b/"]'
+    failed = [f"set {base}.kmsKeyArn", f"remove {base}.dualLayer", f"set {base}.bucketKey"][fail_at]
+    assert message.startswith(f"pulumi could not {failed}: error: could not write config")
+    if fail_at:
+        assert f"{fail_at} of 3 edits were applied before it" in message
+    else:
+        assert "No edit was applied" in message
+    for call in stack.calls:
+        assert call[1] in message.split("Not applied")[0]
+    assert "Not applied" in message and f"{base}.bucketKey' false" in message.split("Not applied")[1]
+    # What the backend holds after the calls that went through: still a mapping of
+    # tenant-b/, and a configuration that validates.
+    current = stack_config.StackDocument.load(path)
+    edits = stack_config.plan_add(current.buckets, "acme-tenant-data", "tenant-b/", PROD_ARN, bucket_key=False)
+    assert [call[1] for call in stack.calls] == [edit.key for edit in edits[:fail_at]]
+    config = stack_config.validate_text(current.edited(edits[:fail_at]).dumps())
+    assert config.buckets["acme-tenant-data"].prefixes["tenant-b/"].kms_key_arn in (PROD_ARN, ARN_B_PROD)
+
+
+@pytest.mark.parametrize("old", [{"dualLayer": True}, {"bucketKey": True}, {"bucketKey": False},
+                                 {"dualLayer": True, "bucketKey": False}])
+@pytest.mark.parametrize(("dsse", "bucket_key"), [(True, None), (True, False), (False, True), (False, None)])
+def test_every_step_of_a_replace_leaves_a_valid_mapping(tmp_path, old, dsse, bucket_key):
+    path = tmp_path / "Pulumi.t.yaml"
+    fields = "".join(f"          {name}: {str(value).lower()}\n" for name, value in old.items())
+    path.write_text("config:\n  aws:region: us-east-1\n  s3-prefix-keys:buckets:\n    b-b:\n      prefixes:\n"
+                    f"        p/:\n          kmsKeyArn: {ARN_A}\n{fields}")
+    doc = stack_config.StackDocument.load(path)
+    edits = stack_config.plan_add(doc.buckets, "b-b", "p/", ARN_B, dsse=dsse, bucket_key=bucket_key)
+    for n in range(len(edits) + 1):
+        mapping = stack_config.validate_text(doc.edited(edits[:n]).dumps()).buckets["b-b"].prefixes["p/"]
+        assert mapping.kms_key_arn == (ARN_B if n else ARN_A)
+    assert (mapping.dual_layer, mapping.bucket_key) == (dsse, bucket_key)
+
+
+def test_a_cli_failure_exits_2_without_a_traceback(project, cli_present, monkeypatch):
+    monkeypatch.setattr(deploy, "open_stack_for_config", lambda name, root: RecordingStack(fail_at=0))
+    result = invoke("mappings", "remove", "--stack", "prod", "--bucket", "acme-tenant-data", "--prefix", "tenant-a/")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "pulumi could not remove s3-prefix-keys:buckets.acme-tenant-data.prefixes[\"tenant-a/\"]" in result.output
+    assert "No edit was applied" in result.output
 
 
 def test_with_the_cli_invalid_edits_never_reach_pulumi(project, cli_present):
