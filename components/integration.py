@@ -32,7 +32,10 @@ OBJECT_CREATED = "s3:ObjectCreated:*"
 # What re-keying an object in place or by copy touches (see enforcer/engine.py and
 # enforcer/rekey.py): the object and its versions, their tags, ACLs, retention and
 # legal hold, the in-place encryption update, and cleanup of a failed multipart copy.
-# Retention and legal hold have no separate Version actions.
+# Retention and legal hold have no separate Version actions. PutObjectVersionTagging
+# and PutObjectVersionAcl are in the product's grant contract (issue 3), though the
+# engine writes tags and ACLs only along with a copy. tests/test_program.py maps each
+# S3 call of the engine to the actions it needs.
 REKEY_OBJECT_ACTIONS = (
     "s3:GetObject",
     "s3:GetObjectVersion",

@@ -18,9 +18,11 @@ import pytest
 from components.config import (
     DEMO,
     ConfigError,
+    StackConfig,
     load_stack_file,
     notification_prefixes,
     read_stack_file,
+    validate,
 )
 from components.event_filter import esm_accepts, matches, patterns_from_criteria
 from components.mocks import (
@@ -90,25 +92,49 @@ def prod() -> Graph:
     return run_program(PROD, stack="prod")
 
 
+NESTED = {
+    "aws:region": "us-east-1",
+    "demo": False,
+    "buckets": {
+        "nested-bucket": {
+            "prefixes": {
+                "a/": {"kmsKeyArn": KEY_A},
+                "a/b/": {"kmsKeyArn": KEY_B},
+                "c/": {"kmsKeyArn": KEY_C, "dualLayer": True},
+            }
+        }
+    },
+}
+# The stack keeps old versions; no bucket says otherwise.
+KEEP = {
+    "aws:region": "us-east-1",
+    "demo": True,
+    "oldVersionAction": "keep",
+    "buckets": {"keep-bucket": {"prefixes": {"k/": {"kmsKeyArn": KEY_A}}}},
+}
+
+
+def config_of(raw: dict[str, Any]) -> StackConfig:
+    return validate({k: v for k, v in raw.items() if ":" not in k}, raw["aws:region"])
+
+
+STACK_CONFIGS = {
+    "dev": lambda: load_stack_file(DEV),
+    "prod": lambda: load_stack_file(PROD),
+    "nested": lambda: config_of(NESTED),
+    "keep": lambda: config_of(KEEP),
+}
+
+
 @pytest.fixture(scope="module")
 def nested() -> Graph:
-    """A user bucket with nested prefixes, besides the demo."""
-    return run_program(
-        {
-            "aws:region": "us-east-1",
-            "demo": False,
-            "buckets": {
-                "nested-bucket": {
-                    "prefixes": {
-                        "a/": {"kmsKeyArn": KEY_A},
-                        "a/b/": {"kmsKeyArn": KEY_B},
-                        "c/": {"kmsKeyArn": KEY_C, "dualLayer": True},
-                    }
-                }
-            },
-        },
-        stack="nested",
-    )
+    """A user bucket with nested prefixes."""
+    return run_program(NESTED, stack="nested")
+
+
+@pytest.fixture(scope="module")
+def keep() -> Graph:
+    return run_program(KEEP, stack="keep")
 
 
 @pytest.fixture(scope="module")
@@ -420,37 +446,142 @@ def test_enforcer_role_itself_has_no_data_access(dev):
     assert [st["Principal"] for st in trust] == [{"Service": "lambda.amazonaws.com"}]
 
 
-@pytest.mark.parametrize("graph_name", ["dev", "prod", "nested"])
+# The issue's list, bullet by bullet, as an oracle independent of the code. IAM has no
+# PutObjectVersion, and its Retention and LegalHold actions cover versions.
+OBJECT_ACTIONS = {
+    # Get/Put Object, and the Version forms
+    "s3:GetObject", "s3:GetObjectVersion", "s3:PutObject",
+    # Get/Put ObjectTagging, ObjectAcl, ObjectRetention and ObjectLegalHold, with Version forms
+    "s3:GetObjectTagging", "s3:GetObjectVersionTagging", "s3:PutObjectTagging", "s3:PutObjectVersionTagging",
+    "s3:GetObjectAcl", "s3:GetObjectVersionAcl", "s3:PutObjectAcl", "s3:PutObjectVersionAcl",
+    "s3:GetObjectRetention", "s3:PutObjectRetention", "s3:GetObjectLegalHold", "s3:PutObjectLegalHold",
+    # the in-place update, and cleanup of a failed multipart copy
+    "s3:UpdateObjectEncryption", "s3:AbortMultipartUpload",
+}
+BUCKET_ACTIONS = {"ListMappedPrefixes": "s3:ListBucket", "ReadOwnershipControls": "s3:GetBucketOwnershipControls"}
+
+
+def grants_of(graph: Graph) -> dict[str, dict[str, dict[str, Any]]]:
+    """bucket -> Sid -> statement of its integration's grant on the enforcer role."""
+    grants = [p for p in graph.by_type(ROLE_POLICY) if p.parent != graph.one(ENFORCER).urn]
+    out = {integration_of(graph, g).outputs["bucket"]: {st["Sid"]: st for st in g.json("policy")["Statement"]} for g in grants}
+    assert len(out) == len(grants)
+    return out
+
+
+@pytest.mark.parametrize("graph_name", ["dev", "prod", "nested", "keep"])
 def test_bucket_grants_cover_exactly_the_mapped_prefixes_and_keys(graph_name, request):
     graph: Graph = request.getfixturevalue(graph_name)
-    stack_config = load_stack_file(PROD) if graph_name == "prod" else None
+    stack_config = STACK_CONFIGS[graph_name]()
     rows = mapped_rows(graph)
-    grants = [p for p in graph.by_type(ROLE_POLICY) if p.parent != graph.one(ENFORCER).urn]
-    assert len(grants) == len(rows)
-    for grant in grants:
-        bucket = integration_of(graph, grant).outputs["bucket"]
-        statements = {st["Sid"]: st for st in grant.json("policy")["Statement"]}
+    grants = grants_of(graph)
+    assert set(grants) == set(rows)
+    for bucket, statements in grants.items():
+        bucket_arn = f"arn:aws:s3:::{bucket}"
+        bucket_config = stack_config.buckets.get(bucket)  # None for demo buckets
         prefixes = sorted(rows[bucket])
         objects = statements["RekeyObjectsUnderMappedPrefixes"]
-        assert objects["Resource"] == [f"arn:aws:s3:::{bucket}/{p}*" for p in prefixes]
-        assert {"s3:GetObject", "s3:PutObject", "s3:UpdateObjectEncryption", "s3:AbortMultipartUpload"} <= set(
-            objects["Action"]
-        )
+        assert objects["Resource"] == [f"{bucket_arn}/{p}*" for p in prefixes]
+        # Old versions are deleted per the bucket's oldVersionAction, else the stack's.
+        action = (bucket_config and bucket_config.old_version_action) or stack_config.old_version_action
+        deletes = {"s3:DeleteObjectVersion"} if action == "delete" else set()
+        assert sorted(objects["Action"]) == sorted(OBJECT_ACTIONS | deletes)
+        # Bucket-level actions on the bucket ARN only, object-level ones on objects only.
+        for sid, bucket_action in BUCKET_ACTIONS.items():
+            assert (statements[sid]["Action"], statements[sid]["Resource"]) == (bucket_action, bucket_arn)
+        s3_statements = {sid for sid, st in statements.items() if any(a.startswith("s3:") for a in as_list(st["Action"]))}
+        assert s3_statements == {"RekeyObjectsUnderMappedPrefixes", *BUCKET_ACTIONS}
         listing = statements["ListMappedPrefixes"]
-        assert listing["Resource"] == f"arn:aws:s3:::{bucket}"
         assert listing["Condition"]["StringLike"]["s3:prefix"] == [f"{p}*" for p in prefixes]
-        assert statements["ReadOwnershipControls"]["Resource"] == f"arn:aws:s3:::{bucket}"
         keys = statements["UseMappedKeys"]
         assert sorted(keys["Resource"]) == sorted({row["kms_key_arn"]["S"] for row in rows[bucket].values()})
         assert set(keys["Action"]) == {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "kms:ReEncryptTo"}
-        # Old versions are deleted unless the rows say "keep".
-        keeps = {row.get("old_version_action", {}).get("S") for row in rows[bucket].values()} == {"keep"}
-        assert ("s3:DeleteObjectVersion" in objects["Action"]) is not keeps
-        if stack_config is not None:
-            bucket_config = stack_config.buckets[bucket]
-            decrypt = set(stack_config.source_key_arns) | {bucket_config.default_kms_key_arn} - {None}
-            assert set(statements["DecryptSourceKeys"]["Resource"]) == decrypt - set(keys["Resource"])
+        decrypt = set(stack_config.source_key_arns) | {bucket_config and bucket_config.default_kms_key_arn} - {None}
+        decrypt -= set(keys["Resource"])
+        if decrypt:
+            assert set(statements["DecryptSourceKeys"]["Resource"]) == decrypt
             assert statements["DecryptSourceKeys"]["Action"] == "kms:Decrypt"
+        else:
+            assert "DecryptSourceKeys" not in statements
+
+
+def test_stack_level_keep_withholds_delete_object_version(keep):
+    # No bucket sets oldVersionAction: the stack's "keep" applies to all of them, and
+    # the function is told the same, so it never tries a delete it may not make.
+    assert all("oldVersionAction" not in b for b in KEEP["buckets"].values())
+    assert dict(keep.one(FUNCTION).inputs["environment"]["variables"])["OLD_VERSION_ACTION"] == "keep"
+    for statements in grants_of(keep).values():
+        assert "s3:DeleteObjectVersion" not in statements["RekeyObjectsUnderMappedPrefixes"]["Action"]
+
+
+# What each S3 operation the engine calls needs from IAM, per the S3 API reference:
+# (object-level actions, bucket-level actions). Version forms because the engine pins
+# the VersionId on versioned buckets; the lock headers of HEAD are only returned with
+# GetObjectRetention/GetObjectLegalHold; copies carry tags, ACL grants and lock
+# settings, which need the matching Put actions.
+ENGINE_S3_CALLS = {
+    "head_object": (
+        {"s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention", "s3:GetObjectLegalHold"},
+        {"s3:ListBucket"},  # a missing object answers 404, not 403
+    ),
+    "update_object_encryption": ({"s3:UpdateObjectEncryption"}, set()),
+    "copy_object": (
+        {
+            "s3:GetObject",
+            "s3:GetObjectVersion",
+            "s3:GetObjectTagging",
+            "s3:GetObjectVersionTagging",
+            "s3:PutObject",
+            "s3:PutObjectTagging",
+            "s3:PutObjectAcl",
+            "s3:PutObjectRetention",
+            "s3:PutObjectLegalHold",
+        },
+        set(),
+    ),
+    "create_multipart_upload": (
+        {"s3:PutObject", "s3:PutObjectTagging", "s3:PutObjectAcl", "s3:PutObjectRetention", "s3:PutObjectLegalHold"},
+        set(),
+    ),
+    "upload_part_copy": ({"s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"}, set()),
+    "complete_multipart_upload": ({"s3:PutObject"}, set()),
+    "abort_multipart_upload": ({"s3:AbortMultipartUpload"}, set()),
+    "get_object_acl": ({"s3:GetObjectAcl", "s3:GetObjectVersionAcl"}, set()),
+    "get_object_tagging": ({"s3:GetObjectTagging", "s3:GetObjectVersionTagging"}, set()),
+    "delete_object": ({"s3:DeleteObjectVersion"}, set()),  # always with a VersionId
+    "get_bucket_ownership_controls": (set(), {"s3:GetBucketOwnershipControls"}),
+}
+# Granted because the issue asks for the Version forms of Put tagging/ACL, although the
+# engine never writes tags or an ACL onto an existing version.
+ISSUE_ONLY_ACTIONS = {"s3:PutObjectVersionTagging", "s3:PutObjectVersionAcl"}
+
+
+def engine_s3_operations() -> set[str]:
+    """The S3 operations the enforcer package calls (or hands around) on its S3 client."""
+    from botocore import xform_name
+
+    operations = {xform_name(o) for o in botocore.session.get_session().get_service_model("s3").operation_names}
+    found = set()
+    for source in (ROOT / "enforcer").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in operations:
+                receiver = node.value
+                name = receiver.id if isinstance(receiver, ast.Name) else getattr(receiver, "attr", None)
+                if name in ("s3", "_s3"):
+                    found.add(node.attr)
+    return found
+
+
+def test_grants_are_what_the_engine_calls_need(dev):
+    # A new S3 call in the engine fails here until its permissions are reviewed.
+    assert engine_s3_operations() == set(ENGINE_S3_CALLS)
+    object_needs = set().union(*(o for o, _ in ENGINE_S3_CALLS.values()))
+    bucket_needs = set().union(*(b for _, b in ENGINE_S3_CALLS.values()))
+    for bucket, statements in grants_of(dev).items():
+        granted = set(statements["RekeyObjectsUnderMappedPrefixes"]["Action"])
+        assert granted == object_needs | ISSUE_ONLY_ACTIONS
+        on_bucket = {st["Action"] for st in statements.values() if st["Resource"] == f"arn:aws:s3:::{bucket}"}
+        assert on_bucket == bucket_needs
 
 
 def test_partition_is_derived_not_hard_coded():
