@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
+from botocore.retries.standard import ThrottledRetryableChecker, TransientRetryableChecker
 
 from enforcer.decision import SSE_KMS, ObjectState, Presence
 from enforcer.mapping import Target
@@ -104,6 +105,27 @@ _PERMANENT_CODES = {
 }
 
 
+# Errors that a later attempt can get past, although several answer with a 4xx status.
+# botocore's own lists (what its standard/adaptive retries already retried), the same
+# codes as S3 reports them for a KMS call it made on the enforcer's behalf, KMS's own
+# transient failures, and the request-signing errors that fresh credentials or a
+# corrected clock fix (a Lambda's credentials rotate; the next attempt signs anew).
+_BOTOCORE_RETRYABLE = frozenset(
+    ThrottledRetryableChecker._THROTTLED_ERROR_CODES + TransientRetryableChecker._TRANSIENT_ERROR_CODES
+)
+TRANSIENT_CODES = (
+    _BOTOCORE_RETRYABLE
+    | {f"KMS.{code}" for code in _BOTOCORE_RETRYABLE}
+    | {"KMS.KMSInternalException", "KMS.DependencyTimeoutException", "KMS.KeyUnavailableException"}
+    | {"InternalError", "ServiceUnavailable", "ExpiredToken", "ExpiredTokenException", "RequestTimeTooSkewed"}
+)
+
+
+def is_transient(exc: ClientError) -> bool:
+    status = status_of(exc)
+    return error_code(exc) in TRANSIENT_CODES or status in (408, 429) or status >= 500
+
+
 def raise_classified(exc: ClientError) -> None:
     """Translate a failed write into the engine's vocabulary; transient errors re-raise."""
     code, status = error_code(exc), status_of(exc)
@@ -113,9 +135,11 @@ def raise_classified(exc: ClientError) -> None:
         raise Conflict(str(exc)) from exc
     if code in ("NoSuchKey", "NoSuchVersion", "404") or status == 404:
         raise Gone(str(exc)) from exc
-    if code in _PERMANENT_CODES or (400 <= status < 500 and status not in (408, 429)):
+    if is_transient(exc):
+        raise exc  # back to SQS: the message is retried later, then dead-lettered
+    if code in _PERMANENT_CODES or 400 <= status < 500:
         raise PermanentFailure(f"{code}: {exc.response.get('Error', {}).get('Message', '')}") from exc
-    raise exc  # throttling, 5xx, timeouts: back to SQS for a later retry
+    raise exc  # anything unclassified (no status at all): a retry costs less than a lost re-key
 
 
 # ---------------------------------------------------------------------------

@@ -318,3 +318,26 @@ def test_access_denied_on_head_is_an_alerted_outcome(world, load_handler, alert_
     assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
     assert world.log_rows()[0]["outcome"] == "access-denied"
     assert "access-denied" in json.dumps(read_alerts())
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+@pytest.mark.parametrize(("dsse", "operation"), [(False, "UpdateObjectEncryption"), (True, "CopyObject")])
+def test_kms_throttling_on_the_write_is_retried_not_alerted(world, load_handler, alert_inbox, dsse, operation):
+    topic, read_alerts = alert_inbox
+    handler = load_handler(ALERT_TOPIC_ARN=topic)
+    bucket = world.bucket("throttled-bucket")
+    world.map(bucket, "t/", world.key("t"), dsse=dsse)
+    world.s3.put_object(Bucket=bucket, Key="t/x", Body=b"x")
+    event = world.event()
+
+    def throttled(**_):
+        raise ClientError({"Error": {"Code": "KMS.ThrottlingException", "Message": "Rate exceeded"},
+                           "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)
+
+    handler.s3.meta.events.register(f"before-call.s3.{operation}", throttled)
+    assert handler.handler(event, LambdaContext()) == {
+        "batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]
+    }
+    assert read_alerts() == []
+    assert world.log_rows() == []  # journaled once it succeeds, on the redelivery
+    assert world.s3.head_object(Bucket=bucket, Key="t/x")["ServerSideEncryption"] == "AES256"
