@@ -244,5 +244,17 @@ def run_operation(
 def stack_outputs(
     stack: str, root: Path | None = None, stack_opener: Callable[..., Any] | None = None
 ) -> dict[str, Any]:
-    """The stack's outputs as {name: OutputValue}; an undeployed stack has none."""
-    return dict((stack_opener or open_stack)(stack, root, create=False).outputs())
+    """The stack's outputs as {name: OutputValue}; an undeployed stack has none.
+
+    A stack missing from the backend, or the CLI failing to read it (backend
+    unreachable, wrong passphrase), is a DeployError: exit 2, with the engine's line.
+    """
+    from pulumi.automation import CommandError
+
+    target = (stack_opener or open_stack)(stack, root, create=False)
+    try:
+        return dict(target.outputs())
+    except CommandError as exc:
+        first = first_error_line(exc)
+        raise DeployError(f"pulumi could not read the outputs of stack {stack!r}: {first}",
+                          short=f"pulumi could not read the outputs of stack {stack!r} ({first})") from None

@@ -157,6 +157,8 @@ class FakeStack:
         return SimpleNamespace(summary=SimpleNamespace(result="succeeded", resource_changes={"delete": 40}))
 
     def outputs(self):
+        if self._fail == "outputs":
+            raise CommandError(CommandResult("", "error: could not read the stack: passphrase must be set\n", 255))
         return self._outputs
 
 
@@ -229,6 +231,43 @@ def test_outputs_table_json_and_secrets(cli_ok, opened):
         "token": "hunter2",
     }
     assert opened.opens[0][2] is False  # reading outputs never creates a stack
+
+
+def test_outputs_that_pulumi_cannot_read_exit_2_with_the_engine_error(cli_ok, opened):
+    opened.stack = FakeStack(fail="outputs")
+    result = runner.invoke(app, ["outputs", "--stack", "dev"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert ("pulumi could not read the outputs of stack 'dev': error: could not read the stack: "
+            "passphrase must be set") in " ".join(result.output.split())
+    with pytest.raises(deploy.DeployError, match="passphrase must be set"):
+        deploy.stack_outputs("dev", ROOT, stack_opener=lambda *a, **k: FakeStack(fail="outputs"))
+
+
+@pytest.mark.parametrize(
+    ("command", "function"),
+    [(["preview"], "create_or_select_stack"), (["up"], "create_or_select_stack"),
+     (["destroy"], "select_stack"), (["outputs"], "select_stack")],
+)
+def test_the_automation_api_runs_on_the_repository_root(cli_ok, monkeypatch, command, function):
+    from pulumi import automation as auto
+
+    calls = []
+
+    def opened(**kwargs):
+        calls.append((function, kwargs))
+        return FakeStack()
+
+    def unexpected(**kwargs):
+        raise AssertionError(f"{command[0]} must not call this one: {kwargs}")
+
+    for name in ("create_or_select_stack", "select_stack"):
+        monkeypatch.setattr(auto, name, opened if name == function else unexpected)
+    result = runner.invoke(app, [*command, "--stack", "dev"])
+    assert result.exit_code == 0, result.output
+    assert calls == [(function, {"stack_name": "dev", "work_dir": str(deploy.PROJECT_ROOT)})]
+    # The directory that holds Pulumi.yaml and the program: a LocalWorkspace there runs it.
+    assert deploy.PROJECT_ROOT == ROOT and (ROOT / "Pulumi.yaml").is_file() and (ROOT / "__main__.py").is_file()
 
 
 def test_invalid_stack_config_stops_before_pulumi_runs(cli_ok, opened, tmp_path, monkeypatch):
