@@ -12,10 +12,13 @@ interpreter start included:
 * ``aws s3 cp s3://b/p/ s3://b/p/ --recursive --sse aws:kms --sse-kms-key-id K``
   (the venv's awscli, its default concurrency);
 * ``ops backfill --bucket b --mapping-table mapping`` (its default concurrency unless
-  --concurrency is given).
+  --concurrency is given): UpdateObjectEncryption without a HEAD first;
+* the same with ``--inspect``: a HEAD first, so compliant objects would only be read.
 
-Printed per latency: wall time and objects/s per tool, the ratio, S3 calls per object
-per operation, and how many objects kept each attribute. Not a test: figures only.
+Printed per latency: wall time and objects/s per tool, the ratios, S3 calls per object
+per operation, and how many objects kept each attribute; then the issue's targets
+(every attribute kept, no more S3 calls per object than awscli, >= 1.5x awscli's
+throughput at 100 ms) against the default ``ops backfill``. Not a test: figures only.
 """
 
 from __future__ import annotations
@@ -123,13 +126,19 @@ def run_awscli(url: str, key_arn: str) -> subprocess.CompletedProcess:
     )
 
 
-def run_ours(url: str, checkpoint: Path, concurrency: int | None) -> subprocess.CompletedProcess:
+TOOLS = ("aws s3 cp", "ops backfill", "ops backfill --inspect")
+TARGET_RATIO_AT_100MS = 1.5
+
+
+def run_ours(url: str, checkpoint: Path, concurrency: int | None, inspect: bool) -> subprocess.CompletedProcess:
     # The command function itself, as `ops backfill` runs it (the CLI module registers
     # the same function).
     argv = ["--bucket", BUCKET, "--mapping-table", "mapping", "--endpoint-url", url, "--region", REGION,
             "--resume", str(checkpoint)]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
+    if inspect:
+        argv.append("--inspect")
     return subprocess.run(
         [sys.executable, "-c", "import typer; from ops.backfill import backfill_command; typer.run(backfill_command)",
          *argv],
@@ -147,7 +156,8 @@ def measure(emulator: Emulator, setup: Setup, tool: str, latency_ms: float, conc
     if tool == "aws s3 cp":
         proc = run_awscli(emulator.url, setup.key_arn)
     else:
-        proc = run_ours(emulator.url, workdir / f"{latency_ms:g}ms-{time.time_ns()}.checkpoint.jsonl", concurrency)
+        proc = run_ours(emulator.url, workdir / f"{latency_ms:g}ms-{time.time_ns()}.checkpoint.jsonl", concurrency,
+                        inspect=tool.endswith("--inspect"))
     seconds = time.monotonic() - started
     emulator.set_latency(0)
     requests = emulator.stats()["requests"]
@@ -169,18 +179,37 @@ def measure(emulator: Emulator, setup: Setup, tool: str, latency_ms: float, conc
 def print_results(latency_ms: float, objects: int, rows: list[dict]) -> None:
     print(f"\n=== {latency_ms:g} ms per request, {objects} objects (1 KiB, tags + metadata + content headers + "
           f"{STORAGE_CLASS}) ===")
-    print(f"{'tool':<14}{'seconds':>9}{'objects/s':>11}{'S3 calls/object':>17}   by operation")
+    print(f"{'tool':<24}{'seconds':>9}{'objects/s':>11}{'S3 calls/object':>17}   by operation")
     for r in rows:
-        total = sum(r["s3_calls"].values()) / objects
         ops = ", ".join(f"{op} {n / objects:.3f}" for op, n in sorted(r["s3_calls"].items()))
-        print(f"{r['tool']:<14}{r['seconds']:>9.1f}{r['rate']:>11.1f}{total:>17.3f}   {ops}")
+        print(f"{r['tool']:<24}{r['seconds']:>9.1f}{r['rate']:>11.1f}{s3_calls_per_object(r, objects):>17.3f}   {ops}")
         if r["other_calls"]:
-            print(f"{'':<14}{'':>37}   other: " + ", ".join(f"{op} {n}" for op, n in sorted(r["other_calls"].items())))
-    awscli, ours = rows
-    print(f"throughput ratio (ops backfill / aws s3 cp): {ours['rate'] / awscli['rate']:.2f}x")
-    print(f"{'objects that kept':<20}" + "".join(f"{a:>16}" for a in ATTRIBUTES))
+            print(f"{'':<24}{'':>37}   other: " + ", ".join(f"{op} {n}" for op, n in sorted(r["other_calls"].items())))
+    awscli = rows[0]
+    for r in rows[1:]:
+        print(f"throughput ratio ({r['tool']} / aws s3 cp): {r['rate'] / awscli['rate']:.2f}x")
+    print(f"{'objects that kept':<24}" + "".join(f"{a:>16}" for a in ATTRIBUTES))
     for r in rows:
-        print(f"{r['tool']:<20}" + "".join(f"{r['kept'][a]:>11}/{objects:<4}" for a in ATTRIBUTES))
+        print(f"{r['tool']:<24}" + "".join(f"{r['kept'][a]:>11}/{objects:<4}" for a in ATTRIBUTES))
+
+
+def s3_calls_per_object(row: dict, objects: int) -> float:
+    return sum(row["s3_calls"].values()) / objects
+
+
+def print_targets(results: dict[float, list[dict]], objects: int) -> None:
+    print("\nTargets (default ops backfill against aws s3 cp)")
+    for latency, rows in sorted(results.items()):
+        awscli, ours = rows[0], rows[1]
+        kept = all(ours["kept"][a] == objects for a in ATTRIBUTES)
+        ours_calls, cli_calls = s3_calls_per_object(ours, objects), s3_calls_per_object(awscli, objects)
+        print(f"  [{'ok' if kept else 'MISS'}] {latency:g} ms: every attribute kept by every object")
+        print(f"  [{'ok' if ours_calls <= cli_calls else 'MISS'}] {latency:g} ms: S3 calls per object "
+              f"{ours_calls:.3f} <= aws s3 cp's {cli_calls:.3f}")
+        if latency == 100:
+            ratio = ours["rate"] / awscli["rate"]
+            print(f"  [{'ok' if ratio >= TARGET_RATIO_AT_100MS else 'MISS'}] 100 ms: throughput "
+                  f"{ratio:.2f}x >= {TARGET_RATIO_AT_100MS}x")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,8 +225,9 @@ def main(argv: list[str] | None = None) -> None:
           f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
     with Emulator(0) as emulator, tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp:
         setup = Setup(emulator.url, args.objects)
+        results: dict[float, list[dict]] = {}
         for latency in args.latency_ms:
-            runs: dict[str, list[dict]] = {"aws s3 cp": [], "ops backfill": []}
+            runs: dict[str, list[dict]] = {tool: [] for tool in TOOLS}
             for _ in range(max(1, args.repeat)):
                 for tool in runs:
                     runs[tool].append(measure(emulator, setup, tool, latency, args.concurrency, Path(tmp)))
@@ -206,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
                 for tool, r in runs.items():
                     print(f"{tool}: objects/s per run " + ", ".join(f"{run['rate']:.1f}" for run in r))
             print_results(latency, args.objects, rows)
+            results[latency] = rows
+        print_targets(results, args.objects)
 
 
 if __name__ == "__main__":

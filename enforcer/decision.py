@@ -145,6 +145,11 @@ def mismatch_reason(state: ObjectState, target: Target) -> str:
     return reason_wrong_key(state.kms_key_arn, target.kms_key_arn)
 
 
+def target_allows_update_in_place(target: Target, rekey_method: str) -> bool:
+    """Whether UpdateObjectEncryption can reach ``target`` at all: it writes SSE-KMS only."""
+    return rekey_method == "auto" and target.sse_type == SSE_KMS
+
+
 def decide(
     state: ObjectState | None,
     mapping: Mapping | None,
@@ -204,8 +209,7 @@ def decide(
     now = now or datetime.now(UTC)
     locked = state.locked(now)
     can_update_in_place = (
-        rekey_method == "auto"
-        and target.sse_type == SSE_KMS
+        target_allows_update_in_place(target, rekey_method)
         and state.sse_type in (SSE_S3, SSE_KMS)
         and not locked
     )

@@ -23,6 +23,7 @@ from enforcer.decision import (
     Outcome,
     decide,
     is_compliant,
+    target_allows_update_in_place,
 )
 from enforcer.events import ObjectRef
 from enforcer.mapping import Mapping, MappingSource, Target
@@ -30,6 +31,11 @@ from enforcer.mapping import Mapping, MappingSource, Target
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
+
+REASON_UNINSPECTED = (
+    "Re-keyed in place with UpdateObjectEncryption without inspecting it first; it may already "
+    "have been compliant"
+)
 
 
 class ConflictPersisted(Exception):
@@ -103,21 +109,29 @@ class Enforcer:
         state = rekey.inspect(self.s3, ref.bucket, ref.key, ref.version_id)
         return mapping, state, self._decide(state, mapping, ref)
 
-    def process(self, ref: ObjectRef) -> Result:
-        """Bring one object to its mapped encryption. Raises only for transient errors."""
+    def process(self, ref: ObjectRef, *, fallback: str | None = None) -> Result:
+        """Bring one object to its mapped encryption. Raises only for transient errors.
+
+        ``fallback`` says why UpdateObjectEncryption already failed for this object, so
+        it is not tried a second time.
+        """
         # Mapping first: an unmapped object costs no S3 call, and the role needs no
         # grant outside the mapped prefixes.
         mapping = self.mappings.lookup(ref.bucket, ref.key)
         if mapping is None or mapping.problem:
             decision = self._decide(None, mapping, ref)
             return Result(ref, decision.outcome, decision.reason)
+        rekey_method = "copy" if fallback else None
         for attempt in range(self.settings.max_conflict_retries + 1):
             state = rekey.inspect(self.s3, ref.bucket, ref.key, ref.version_id)
-            decision = self._decide(state, mapping, ref)
+            decision = self._decide(state, mapping, ref, rekey_method)
             if decision.outcome is not Outcome.REKEY:
-                return Result(ref, decision.outcome, decision.reason, before=state, target=decision.target)
+                return Result(
+                    ref, decision.outcome, decision.reason, before=state, target=decision.target, fallback=fallback
+                )
             try:
-                return self._act(ref, mapping, state, decision)
+                result = self._act(ref, mapping, state, decision)
+                return replace(result, fallback=result.fallback or fallback)
             except rekey.Conflict:
                 log.info("conflicting write on %s (attempt %d); inspecting again", ref.s3_path, attempt + 1)
             except rekey.Superseded:
@@ -152,6 +166,35 @@ class Enforcer:
         raise ConflictPersisted(
             f"{ref.s3_path}: {self.settings.max_conflict_retries + 1} conflicting writes in a row"
         )
+
+    def process_uninspected(self, ref: ObjectRef) -> Result:
+        """Backfill's fast path: UpdateObjectEncryption at once, without a HEAD first.
+
+        Safe without looking: UpdateObjectEncryption moves no data, so it cannot put an
+        older body over a newer write (unversioned, it re-keys whatever is current, and
+        that maps to the same key), and S3 refuses every source it cannot re-key
+        (DSSE-KMS, SSE-C, unencrypted: InvalidRequest; Object Lock, another account's
+        key: AccessDenied). Those objects take the inspected path. The price: an object
+        that was already compliant is re-keyed to the same key (one write, one KMS
+        request) and cannot be told apart from the others.
+        """
+        mapping = self.mappings.lookup(ref.bucket, ref.key)
+        if (
+            mapping is None
+            or mapping.problem
+            or not target_allows_update_in_place(mapping.target, self.settings.rekey_method)
+        ):
+            return self.process(ref)
+        known = ObjectState(ref.bucket, ref.key, version_id=ref.version_id)  # all a listing tells
+        try:
+            rekey.update_encryption(self.s3, known, mapping.target)
+        except rekey.Gone:
+            return Result(ref, Outcome.GONE, "Object was deleted before it was re-keyed", target=mapping.target)
+        except rekey.Fallback as exc:
+            return self.process(ref, fallback=str(exc))
+        except (rekey.Locked, rekey.PermanentFailure):
+            return self.process(ref)  # the HEAD and decide() say which outcome it is
+        return Result(ref, Outcome.REKEYED, REASON_UNINSPECTED, Method.UPDATE_ENCRYPTION, target=mapping.target)
 
     # -- internals ----------------------------------------------------------
 

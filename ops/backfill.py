@@ -1,9 +1,14 @@
 """``ops backfill``: bring every existing object under the mapped prefixes to its key.
 
-Each listed object goes through ``Enforcer.process`` — one HEAD, ``decide()``, then
-UpdateObjectEncryption, a full-fidelity copy or a multipart copy, race-safe — the very
-code path the Lambda runs on upload. Nothing is assessed first: a second HEAD per
-object would cost more S3 calls than ``aws s3 cp`` makes.
+Where a prefix's mapped key can be reached by UpdateObjectEncryption (an SSE-KMS
+target, ``--rekey-method auto``), each listed object gets that request straight away,
+with no HEAD: one S3 call per object, as many as ``aws s3 cp`` makes, with nothing about
+the object changed but its key (``Enforcer.process_uninspected`` says why that is safe).
+Objects S3 refuses it for, and every object of a DSSE-KMS prefix, go through
+``Enforcer.process``: one HEAD, ``decide()``, then a full-fidelity copy or multipart
+copy, race-safe, the very code path the Lambda runs on upload. ``--inspect`` sends every
+object through that path, so that compliant objects are only read (a HEAD is a GET-tier
+request; UpdateObjectEncryption is a write plus a KMS request) and counted as compliant.
 
 * Bounded concurrency (threads; clients sized to them, adaptive retries).
 * A checkpoint file (append-only JSONL, flushed per object) so an interrupted run
@@ -35,11 +40,20 @@ from rich.console import Console
 from rich.table import Table
 
 from components.config import load_stack_file, notification_prefixes, stack_file
-from enforcer.decision import Method, Outcome
+from enforcer.decision import Method, Outcome, target_allows_update_in_place
 from enforcer.engine import GIB, Enforcer, EngineSettings, Result
 from enforcer.rekey import BucketAclModes
 from ops import batch_jobs, pricing, sources
-from ops.audit import AuditReport, ProgressSink, fail_input, make_console, progress_bar, run_audit, short_key
+from ops.audit import (
+    AuditReport,
+    Category,
+    ProgressSink,
+    fail_input,
+    make_console,
+    progress_bar,
+    run_audit,
+    short_key,
+)
 from ops.aws import Target as AwsTarget
 
 # Measured with ``python -m bench.backfill`` (docs/backfill.md): at 100 ms per request
@@ -133,13 +147,16 @@ class Checkpoint:
             self._file.write(line)
             self._file.flush()
 
-    def record(self, key: str, result: Result | None, error: BaseException | None = None) -> None:
+    def record(self, key: str, result: Result | None, error: BaseException | None = None,
+               size: int | None = None) -> None:
         if result is None:
             self._write({"key": key, "outcome": ERROR, "reason": f"{type(error).__name__}: {error}", "at": _now()})
             return
         entry: dict[str, Any] = {"key": key, "outcome": str(result.outcome), "at": _now()}
         if result.method:
-            entry["method"] = str(result.method)
+            entry["method"] = method_label(result)
+        if result.before is None and size is not None:
+            entry["bytes"] = size
         if result.before is not None:
             entry["bytes"] = result.before.size
             if result.before.version_id:
@@ -155,6 +172,18 @@ class Checkpoint:
     def close(self) -> None:
         with self._lock:
             self._file.close()
+
+
+UNINSPECTED = " (not inspected)"
+
+
+def method_label(result: Result) -> str:
+    """The method as reported; an uninspected re-key may have found the object compliant."""
+    if not result.method:
+        return ""
+    if result.outcome is Outcome.REKEYED and result.before is None:
+        return str(result.method) + UNINSPECTED
+    return str(result.method)
 
 
 def _now() -> str:
@@ -228,17 +257,18 @@ class _Tally:
         self.sink = sink
         self._lock = threading.Lock()
 
-    def add(self, key: str, result: Result | None, error: BaseException | None) -> None:
+    def add(self, listed: sources.Listed, result: Result | None, error: BaseException | None) -> None:
+        key = listed.ref.key
         if self.checkpoint:
-            self.checkpoint.record(key, result, error)
+            self.checkpoint.record(key, result, error, listed.size)
         with self._lock:
             if result is None:
                 self.report.counts[(ERROR, "")] += 1
                 self.report.problems.append(Problem(key, ERROR, f"{type(error).__name__}: {error}"))
             else:
-                slot = (str(result.outcome), str(result.method) if result.method else "")
+                slot = (str(result.outcome), method_label(result))
                 self.report.counts[slot] += 1
-                self.report.bytes[slot] += result.before.size if result.before else 0
+                self.report.bytes[slot] += result.before.size if result.before else listed.size
                 if result.outcome in PROBLEM_OUTCOMES:
                     self.report.problems.append(Problem(key, str(result.outcome), result.reason))
         self.sink.done()
@@ -276,8 +306,12 @@ def run_backfill(
     progress: ProgressSink | None = None,
     stop: threading.Event | None = None,
     on_result=None,
+    inspect: bool = False,
 ) -> BackfillReport:
     """Re-key every non-compliant current object under the mapped prefixes of ``bucket``.
+
+    ``inspect``: HEAD every object first, even where UpdateObjectEncryption could be
+    sent blind (see the module docstring for what each way costs).
 
     ``on_result(result_or_exception)`` is called on the calling thread after each object;
     raising ``KeyboardInterrupt`` from it (or Ctrl-C) stops the run like an interrupt:
@@ -302,13 +336,15 @@ def run_backfill(
             yield listed
         sink.listing_finished()
 
+    process = engine.process if inspect else engine.process_uninspected
+
     def work(listed: sources.Listed) -> Result | BaseException:
         try:
-            result = engine.process(listed.ref)
+            result = process(listed.ref)
         except Exception as exc:  # noqa: BLE001 - transient after retries: recorded, retried on resume
-            tally.add(listed.ref.key, None, exc)
+            tally.add(listed, None, exc)
             return exc
-        tally.add(listed.ref.key, result, None)
+        tally.add(listed, result, None)
         return result
 
     started = time.monotonic()
@@ -331,6 +367,8 @@ def run_backfill(
 
 
 NO_REKEY = "no re-key (HEAD only)"
+NO_REKEY_REFUSED = "no re-key (UpdateObjectEncryption refused, then HEAD)"
+SAME_KEY = "update-object-encryption (already compliant: same key again)"
 
 
 @dataclass
@@ -378,8 +416,9 @@ def plan_backfill(
     prices: pricing.Prices | None = None,
     source: str = "",
     progress: ProgressSink | None = None,
+    inspect: bool = False,
 ) -> BackfillPlan:
-    """What a backfill would do and cost; only reads (LIST, HEAD)."""
+    """What a backfill (run with the same ``inspect``) would do and cost; only reads (LIST, HEAD)."""
     settings = settings or engine_settings()
     prices = prices or pricing.Prices()
     prefixes = mapped_listing_prefixes(mappings, bucket, prefix)
@@ -389,8 +428,12 @@ def plan_backfill(
     )
     copies_planned = any(f.method in (Method.COPY, Method.MULTIPART_COPY) for f in audit.offenders)
     reads_acl = copies_planned and BucketAclModes(s3).uses_acls(bucket)
+    def update_first(summary) -> bool:
+        return (not inspect and summary is not None and summary.target is not None and not summary.problem
+                and target_allows_update_in_place(summary.target, settings.rekey_method))
+
     rows: dict[tuple[str, str], PlanRow] = {}
-    rekeyed_per_prefix: Counter = Counter()
+    rekeyed: Counter = Counter()  # (prefix, "objects" | "bytes")
     for f in audit.offenders:
         if not f.method:
             continue
@@ -400,17 +443,26 @@ def plan_backfill(
         row.requests += pricing.rekey_requests(
             Method(f.method), f.size, f.sse_type, multipart_threshold=settings.multipart_threshold,
             reads_acl=reads_acl, has_tags=f.tag_count > 0, deletes_old_version=f.old_version_action == "delete",
+            update_first=update_first(audit.prefixes.get(f.prefix)),
         )
-        rekeyed_per_prefix[f.prefix] += 1
+        rekeyed[(f.prefix, "objects")] += 1
+        rekeyed[(f.prefix, "bytes")] += f.size
     for name, summary in audit.prefixes.items():
-        untouched = summary.objects - rekeyed_per_prefix[name]
-        if untouched:
-            row = rows.setdefault((name, NO_REKEY), PlanRow(name, NO_REKEY))
-            row.objects += untouched
-            row.bytes += sum(summary.bytes.values()) - sum(
-                f.size for f in audit.offenders if f.prefix == name and f.method
-            )
-            row.requests.get_head += untouched  # their HEAD
+        fast = update_first(summary)
+        compliant = summary.counts[Category.COMPLIANT] if fast else 0
+        groups = (
+            (SAME_KEY, compliant, summary.bytes[Category.COMPLIANT] if fast else 0, True),
+            (NO_REKEY_REFUSED if fast else NO_REKEY,
+             summary.objects - rekeyed[(name, "objects")] - compliant,
+             sum(summary.bytes.values()) - rekeyed[(name, "bytes")] - (summary.bytes[Category.COMPLIANT] if fast else 0),
+             False),
+        )
+        for method, objects, size, is_compliant in groups:
+            if objects:
+                row = rows.setdefault((name, method), PlanRow(name, method))
+                row.objects += objects
+                row.bytes += size
+                row.requests += pricing.untouched_requests(objects, compliant=is_compliant, update_first=fast)
     # One listing per folded prefix, 1,000 keys a page.
     total = pricing.Requests(list=len(prefixes) - 1 + pricing.list_requests(audit.objects))
     for row in rows.values():
@@ -476,7 +528,8 @@ def render_plan(plan: BackfillPlan, console: Console, limit: int) -> None:
             offenders.add_row(f.key, str(f.category), now, f.method or f.reason[:70])
         console.print(offenders)
     else:
-        console.print("[green]Every mapped object is already compliant; a backfill would only HEAD them.[/]")
+        console.print("[green]Every mapped object is already compliant; a backfill with --inspect would only "
+                      "HEAD them.[/]")
 
 
 def render_report(report: BackfillReport, console: Console, limit: int) -> None:
@@ -597,6 +650,12 @@ def backfill_command(
     rekey_method: Annotated[
         RekeyMethod, typer.Option("--rekey-method", help="auto (UpdateObjectEncryption where possible) or copy.")
     ] = RekeyMethod.AUTO,
+    inspect: Annotated[
+        bool, typer.Option("--inspect", help="HEAD every object before re-keying it. Without it, objects of "
+                           "SSE-KMS prefixes get UpdateObjectEncryption straight away (1 S3 call each; compliant "
+                           "ones are re-keyed to the same key); with it they cost a HEAD more, but compliant "
+                           "objects are only read, and counted as compliant.")
+    ] = False,
     old_version_action: Annotated[
         OldVersionAction | None,
         typer.Option("--old-version-action", help="Versioned buckets, copy path: delete or keep the replaced "
@@ -673,7 +732,7 @@ def backfill_command(
         if dry_run:
             with progress_bar(err, f"Planning s3://{bucket}/{prefix or ''}") as sink:
                 plan = plan_backfill(s3, mappings, bucket, prefix=prefix, concurrency=concurrency, settings=settings,
-                                     prices=prices, source=label, progress=sink)
+                                     prices=prices, source=label, progress=sink, inspect=inspect)
             render_plan(plan, out, limit)
             raise typer.Exit(0)
         mapped_listing_prefixes(mappings, bucket, prefix)  # before a checkpoint file is created
@@ -684,7 +743,7 @@ def backfill_command(
         try:
             with progress_bar(err, f"Backfilling s3://{bucket}/{prefix or ''}") as sink:
                 report = run_backfill(s3, mappings, bucket, prefix=prefix, concurrency=concurrency,
-                                      checkpoint=checkpoint, settings=settings, progress=sink)
+                                      checkpoint=checkpoint, settings=settings, progress=sink, inspect=inspect)
         finally:
             checkpoint.close()
     except sources.InputError as exc:

@@ -120,6 +120,17 @@ def cost_of(requests: Requests, prices: Prices) -> Cost:
     return Cost(s3=s3, kms=prices.kms_cost(requests.kms))
 
 
+def untouched_requests(objects: int, *, compliant: bool, update_first: bool) -> Requests:
+    """Objects a backfill leaves as they are: a HEAD each, or under ``update_first`` an
+    UpdateObjectEncryption each (which re-keys a compliant SSE-KMS object to the same key,
+    reading its data key once, or is refused for the rest, which then get their HEAD)."""
+    if not update_first:
+        return Requests(get_head=objects)
+    if compliant:
+        return Requests(update_encryption=objects, kms=2 * objects)
+    return Requests(update_encryption=objects, get_head=objects)
+
+
 def list_requests(objects: int) -> int:
     """ListObjectsV2 returns up to 1,000 keys a page."""
     return max(1, math.ceil(objects / 1000))
@@ -134,10 +145,20 @@ def rekey_requests(
     reads_acl: bool = False,
     has_tags: bool = False,
     deletes_old_version: bool = False,
+    update_first: bool = False,
 ) -> Requests:
-    """What ``Enforcer.process`` spends on one non-compliant object, its HEAD included."""
+    """What the engine spends on one non-compliant object.
+
+    ``update_first``: the backfill's uninspected path (``Enforcer.process_uninspected``)
+    sends UpdateObjectEncryption before any HEAD; where S3 refuses it, that refused
+    request is billed too, and the object then takes the inspected path.
+    """
     source_is_kms = source_sse is not None and source_sse.startswith(SSE_KMS)
+    if method is Method.UPDATE_ENCRYPTION and update_first:
+        return Requests(update_encryption=1, kms=1 + (1 if source_is_kms else 0))
     r = Requests(get_head=1)  # the HEAD that judges the object
+    if update_first:
+        r.update_encryption = 1  # the UpdateObjectEncryption S3 refused before the HEAD
     if method is Method.UPDATE_ENCRYPTION:
         r.update_encryption = 1
         # a new data key under the mapped key; an SSE-KMS source's data key is decrypted first

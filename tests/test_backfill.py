@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -18,6 +19,8 @@ from ops import pricing, sources
 from ops.audit import run_audit
 from ops.backfill import (
     DONE_OUTCOMES,
+    NO_REKEY,
+    SAME_KEY,
     Checkpoint,
     backfill_command,
     engine_settings,
@@ -85,7 +88,8 @@ def cli(*args: str):
 # -- re-keying --------------------------------------------------------------------
 
 
-def test_backfill_rekeys_every_offender_and_keeps_every_attribute(tenants):
+@pytest.mark.parametrize("inspect", [False, True], ids=["uninspected", "inspect"])
+def test_backfill_rekeys_every_offender_and_keeps_every_attribute(tenants, inspect):
     world = tenants
     plan = {  # key -> (extra put arguments, the method the engine must pick)
         "t1/default": ({}, Method.UPDATE_ENCRYPTION),
@@ -100,11 +104,16 @@ def test_backfill_rekeys_every_offender_and_keeps_every_attribute(tenants):
     before = {key: snapshot(world, BUCKET, key) for key in [*plan, "t1/already", "unmapped/x"]}
 
     report = run_backfill(world.s3, mappings(world), BUCKET, concurrency=4,
-                          settings=engine_settings(multipart_threshold=5 * MIB))
+                          settings=engine_settings(multipart_threshold=5 * MIB), inspect=inspect)
 
     assert report.exit_code == 0 and report.problems == []
-    expected = Counter(("rekeyed", str(method)) for _, method in plan.values())
-    expected[("compliant", "")] += 1
+    if inspect:
+        expected = Counter(("rekeyed", str(method)) for _, method in plan.values())
+        expected[("compliant", "")] += 1
+    else:
+        # t1/ is re-keyed blind, the compliant object along with the others.
+        expected = Counter({("rekeyed", "update-object-encryption (not inspected)"): 3,
+                            ("rekeyed", str(Method.COPY)): 1, ("rekeyed", str(Method.MULTIPART_COPY)): 1})
     assert +report.counts == expected
     assert report.bytes[("rekeyed", str(Method.MULTIPART_COPY))] == 6 * MIB
     targets = {"t1/": ("aws:kms", world.keys["k1"]), "t2/": ("aws:kms:dsse", world.keys["k2"])}
@@ -146,6 +155,63 @@ def test_problems_are_listed_exit_1_and_retried_on_resume(tenants, tmp_path):
     assert [(p.key, p.outcome) for p in report.problems] == [("t1/customer-key", "sse-c")]
     resumed = Checkpoint(tmp_path / "run.checkpoint.jsonl", BUCKET, None)
     assert resumed.done == {"t1/fine"}  # the SSE-C object is tried again next time
+
+
+def count_calls(world):
+    calls = Counter()
+    world.s3.meta.events.register("before-parameter-build.s3",
+                                  lambda model, params, **_: calls.update([(model.name, params.get("Key"))]))
+    return calls
+
+
+def test_uninspected_backfill_is_one_s3_call_per_object_of_an_sse_kms_prefix(tenants):
+    world = tenants
+    keys = [f"t1/{i}" for i in range(5)]
+    for key in keys:
+        put_rich(world, BUCKET, key)
+    put_rich(world, BUCKET, "t1/already", ServerSideEncryption="aws:kms", SSEKMSKeyId=world.keys["k1"])
+    calls = count_calls(world)
+    report = run_backfill(world.s3, mappings(world), BUCKET)
+    per_object = Counter(op for (op, key) in calls.elements() if key)
+    assert per_object == {"UpdateObjectEncryption": 6}
+    assert all(n == 1 for (op, key), n in calls.items() if key)  # one call each, none repeated
+    assert report.rekeyed == 6
+    assert run_audit(world.s3, mappings(world), BUCKET).offenders == []
+
+
+def test_refused_blind_update_falls_back_to_head_and_copy_without_a_second_update(tenants):
+    world = tenants
+    # A DSSE-KMS source under an SSE-KMS prefix: S3 refuses UpdateObjectEncryption for it.
+    put_rich(world, BUCKET, "t1/dsse", ServerSideEncryption="aws:kms:dsse", SSEKMSKeyId=world.key("k3"))
+    before = snapshot(world, BUCKET, "t1/dsse")
+    calls = count_calls(world)
+    report = run_backfill(world.s3, mappings(world), BUCKET)
+    assert report.counts == {("rekeyed", str(Method.COPY)): 1}
+    ops_on_object = Counter(op for (op, key), n in calls.items() if key == "t1/dsse" for _ in range(n))
+    assert ops_on_object["UpdateObjectEncryption"] == 1
+    assert ops_on_object["HeadObject"] == 1 and ops_on_object["CopyObject"] == 1
+    after = snapshot(world, BUCKET, "t1/dsse")
+    assert after["sse"] == ("aws:kms", world.keys["k1"])
+    for attribute in ("body", "metadata", "content", "storage_class", "tags"):
+        assert after[attribute] == before[attribute], attribute
+
+
+def test_blind_update_refused_by_object_lock_is_judged_after_a_head(world):
+    bucket = world.bucket("locked-backfill", object_lock=True)
+    world.map(bucket, "t1/", world.key("k1"))
+    world.s3.put_object(Bucket=bucket, Key="t1/held", Body=b"x", ObjectLockLegalHoldStatus="ON")
+    calls = count_calls(world)
+    report = run_backfill(world.s3, mappings(world), bucket)
+    ops_on_object = Counter(op for (op, key), n in calls.items() if key == "t1/held" for _ in range(n))
+    assert ops_on_object["UpdateObjectEncryption"] == 1 and ops_on_object["HeadObject"] == 1
+    # A held version cannot be re-keyed in place: decide() copies it to a new version
+    # that carries the hold too, and keeps the held one (it cannot be deleted).
+    assert report.counts == {("rekeyed", str(Method.COPY)): 1} and report.problems == []
+    versions = world.s3.list_object_versions(Bucket=bucket)["Versions"]
+    assert len(versions) == 2
+    head = world.s3.head_object(Bucket=bucket, Key="t1/held")
+    assert head["ObjectLockLegalHoldStatus"] == "ON"
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", world.keys["k1"])
 
 
 # -- concurrency -----------------------------------------------------------------------
@@ -208,7 +274,7 @@ def test_interrupted_run_resumes_without_redoing_finished_objects(tenants, tmp_p
     done = set(resumed.done)
     assert len(done) == report.processed and resumed.torn_lines == 1
     headed = []
-    world.s3.meta.events.register("before-parameter-build.s3.HeadObject",
+    world.s3.meta.events.register("before-parameter-build.s3.UpdateObjectEncryption",
                                   lambda params, **_: headed.append(params["Key"]))
     second = run_backfill(world.s3, mappings(world), BUCKET, checkpoint=resumed)
     resumed.close()
@@ -232,7 +298,16 @@ def test_checkpoint_of_another_bucket_is_refused(tenants, tmp_path):
 # -- dry run and prices ------------------------------------------------------------------
 
 
-def test_dry_run_changes_nothing_and_plans_per_prefix_and_method(world):
+PRICE_TIER = {  # S3 operation -> the pricing.Requests field it is billed under
+    "ListObjectsV2": "list", "HeadObject": "get_head", "GetObjectAcl": "get_head", "GetObjectTagging": "get_head",
+    "CopyObject": "put_copy_post", "CreateMultipartUpload": "put_copy_post", "UploadPartCopy": "put_copy_post",
+    "CompleteMultipartUpload": "put_copy_post", "UpdateObjectEncryption": "update_encryption",
+    "DeleteObject": "delete",
+}
+
+
+@pytest.mark.parametrize("inspect", [False, True], ids=["uninspected", "inspect"])
+def test_dry_run_changes_nothing_and_plans_what_the_backfill_then_spends(world, inspect):
     bucket = world.bucket("dry-versioned", versioned=True)
     world.map(bucket, "t1/", world.key("k1"))
     world.map(bucket, "t2/", world.key("k2"), dsse=True)
@@ -241,6 +316,8 @@ def test_dry_run_changes_nothing_and_plans_per_prefix_and_method(world):
         "t1/b": ({}, Method.UPDATE_ENCRYPTION, "AES256"),
         "t1/c": ({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": world.key("k3")}, Method.UPDATE_ENCRYPTION,
                  "aws:kms"),
+        "t1/d": ({"ServerSideEncryption": "aws:kms:dsse", "SSEKMSKeyId": world.key("k3")}, Method.COPY,
+                 "aws:kms:dsse"),  # S3 refuses UpdateObjectEncryption for a DSSE source
         "t2/a": ({}, Method.COPY, "AES256"),
         "t2/b": ({"Body": b"y" * (6 * MIB)}, Method.MULTIPART_COPY, "AES256"),
     }
@@ -251,33 +328,47 @@ def test_dry_run_changes_nothing_and_plans_per_prefix_and_method(world):
     calls = []
     world.s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
     threshold = 5 * MIB
+    settings = engine_settings(multipart_threshold=threshold)
 
-    plan = plan_backfill(world.s3, mappings(world), bucket, settings=engine_settings(multipart_threshold=threshold))
+    plan = plan_backfill(world.s3, mappings(world), bucket, settings=settings, inspect=inspect)
 
     assert set(calls) <= {"ListObjectsV2", "HeadObject", "GetBucketOwnershipControls"}
     assert world.s3.list_object_versions(Bucket=bucket)["Versions"] == state_before  # ETags, versions, dates
     rows = {(r.prefix, r.method): r for r in plan.rows}
     expected = Counter((k[:3], str(m)) for k, (_, m, _) in sources_by_key.items())
-    expected[("t1/", "no re-key (HEAD only)")] += 1
+    expected[("t1/", NO_REKEY if inspect else SAME_KEY)] += 1  # t1/ok
     assert {key: row.objects for key, row in rows.items()} == dict(expected)
     assert rows[("t2/", str(Method.MULTIPART_COPY))].bytes == 6 * MIB
 
-    # The request counts are what Enforcer.process will spend, object by object (this
-    # bucket has ACLs on, so each copy also reads the object's ACL).
+    # The model, object by object (this bucket has ACLs on, so each copy also reads
+    # the object's ACL; blind, t1/d's refused update is billed before its HEAD).
     want = pricing.Requests(list=2)
     for key, (_, method, source_sse) in sources_by_key.items():
         size = world.s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
         want += pricing.rekey_requests(method, size, source_sse, multipart_threshold=threshold, reads_acl=True,
-                                       has_tags=True, deletes_old_version=True)
-    want.get_head += 1  # t1/ok
+                                       has_tags=True, deletes_old_version=True,
+                                       update_first=not inspect and key.startswith("t1/"))
+    want += pricing.untouched_requests(1, compliant=True, update_first=not inspect)  # t1/ok
     assert plan.requests == want
-    assert want.update_encryption == 3 and want.kms >= 5
+    assert want.update_encryption == (3 if inspect else 5) and want.kms >= 5
     assert plan.cost == pricing.cost_of(want, pricing.Prices())
-    dearer = plan_backfill(world.s3, mappings(world), bucket, settings=engine_settings(multipart_threshold=threshold),
+    dearer = plan_backfill(world.s3, mappings(world), bucket, settings=settings, inspect=inspect,
                            prices=pricing.Prices().with_overrides({"kms_per_10000": 0.3}))
     assert dearer.cost.kms == pytest.approx(plan.cost.kms * 10)
     assert dearer.cost.s3 == pytest.approx(plan.cost.s3)
     assert {f.key for f in plan.audit.offenders} == set(sources_by_key)
+
+    # ...and it is what the backfill then spends. GetBucketOwnershipControls, asked once
+    # per bucket (not per object), is left out of the model.
+    calls.clear()
+    report = run_backfill(world.s3, mappings(world), bucket, settings=settings, inspect=inspect)
+    assert report.problems == []
+    spent = pricing.Requests()
+    for name in calls:
+        if name != "GetBucketOwnershipControls":
+            setattr(spent, PRICE_TIER[name], getattr(spent, PRICE_TIER[name]) + 1)
+    assert calls.count("GetBucketOwnershipControls") <= 1
+    assert dataclasses.replace(spent, kms=0) == dataclasses.replace(plan.requests, kms=0)
 
 
 def test_seed_001_cost_example():
