@@ -244,6 +244,50 @@ def test_seed_scenario_fails_when_a_result_is_wrong(dev):
     assert all(f"{bucket}/{prefix}" in what for what in failed)
 
 
+def test_seed_scenario_exits_1_through_the_cli_when_a_result_is_wrong(monkeypatch):
+    # The same scenario, with one mapping row deleted once the sandbox is up: the CLI's
+    # exit code must say so, as `make demo` and CI read it.
+    real_run_seed = sb.run_seed
+
+    def run_seed_without_one_row(box, **kwargs):
+        box.client("dynamodb").delete_item(TableName=box.prov.names.mapping_table, Key={
+            "bucket_name": {"S": sb.demo_bucket_name(DEMO.buckets[0][0])}, "prefix": {"S": DEMO.prefixes[0][0]},
+        })
+        return real_run_seed(box, **kwargs)
+
+    monkeypatch.setattr(sb, "run_seed", run_seed_without_one_row)
+    result = CliRunner().invoke(app, ["sandbox", "--scenario", "seed", "--port", str(sb.free_port())])
+    assert result.exit_code == 1, result.output
+    assert "FAIL" in result.output and "PASS seed scenario" not in result.output
+
+
+def test_audit_and_backfill_reach_the_endpoint_and_region_given_after_the_command(dev, monkeypatch):
+    # The SDK's own default region is another one: only --region finds the sandbox's
+    # mapping table (DynamoDB tables are per region), and only --endpoint-url its bucket.
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    bucket = sb.demo_bucket_name(DEMO.buckets[0][0])
+    prefix = DEMO.prefixes[0][0]
+    dev.client("s3").put_object(Bucket=bucket, Key=f"{prefix}only-in-the-sandbox.txt", Body=b"x")
+    target = ["--bucket", bucket, "--mapping-table", dev.prov.names.mapping_table,
+              "--endpoint-url", dev.endpoint_url, "--region", dev.prov.region]
+    assert dev.prov.region == "us-east-1"
+
+    audit = CliRunner().invoke(app, ["audit", *target, "--format", "json"])
+    assert audit.exit_code == 1, audit.output  # the upload is still SSE-S3: the enforcer has not polled
+    doc = json.loads(audit.stdout)
+    assert [o["key"] for o in doc["offenders"]] == [f"{prefix}only-in-the-sandbox.txt"]
+    assert sorted(p["prefix"] for p in doc["prefixes"]) == sorted(p for p, _, _ in DEMO.prefixes)
+
+    backfill = CliRunner().invoke(app, ["backfill", *target, "--dry-run"])
+    assert backfill.exit_code == 0, backfill.output
+    assert f"{prefix}only-in-the-sandbox.txt" in backfill.stdout
+
+    without_region = CliRunner().invoke(app, ["audit", *target[:-2], "--format", "json"])
+    assert without_region.exit_code == 2
+    assert "does not exist in this account/region" in " ".join(without_region.output.split())
+
+
 def test_port_in_use_is_refused_before_anything_starts():
     with socket.socket() as listener:
         listener.bind((sb.HOST, 0))
