@@ -25,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -93,6 +94,10 @@ def _key_arn_error(problem: KeyArnProblem, value: str) -> PydanticCustomError:
     return PydanticCustomError("key_arn", "'{value}' " + fixes[problem], {"value": value})
 
 
+def _key_arn_in_context(value: str, info: ValidationInfo) -> str:
+    return _validate_key_arn(value, info.context)
+
+
 def _validate_key_arn(value: str, info_context: Mapping[str, Any] | None) -> str:
     problem = check_key_arn(value)
     region = (info_context or {}).get("region")
@@ -149,6 +154,31 @@ def _check(problem_of, what):
 
 Prefix = Annotated[str, AfterValidator(_check(prefix_problem, "prefix"))]
 BucketName = Annotated[str, AfterValidator(_check(bucket_name_problem, "bucket"))]
+# A type, not a field validator, so that an error in a list names its index
+# (sourceKeyArns[1]), and every key field checks the same way.
+KeyArn = Annotated[str, AfterValidator(_key_arn_in_context)]
+
+# Bucket policies reject a statement without any of these (MalformedPolicy at deploy).
+_STATEMENT_FIELDS = (("Effect",), ("Action", "NotAction"), ("Principal", "NotPrincipal"), ("Resource", "NotResource"))
+
+
+def _bucket_policy_statement(st: dict[str, Any]) -> dict[str, Any]:
+    missing = [names[0] for names in _STATEMENT_FIELDS if not any(n in st for n in names)]
+    if missing:
+        problem = "it has no " + ", ".join(missing)
+    elif st["Effect"] not in ("Allow", "Deny"):
+        problem = f"Effect is {st['Effect']!r}"
+    else:
+        return st
+    raise PydanticCustomError(
+        "statement",
+        "not a bucket-policy statement ({problem}): each needs Effect (Allow|Deny), Action (or "
+        "NotAction), Principal (or NotPrincipal) and Resource (or NotResource)",
+        {"problem": problem},
+    )
+
+
+Statement = Annotated[dict[str, Any], AfterValidator(_bucket_policy_statement)]
 
 
 class _Model(BaseModel):
@@ -158,16 +188,11 @@ class _Model(BaseModel):
 
 
 class PrefixMapping(_Model):
-    kms_key_arn: str = Field(alias="kmsKeyArn")
+    kms_key_arn: KeyArn = Field(alias="kmsKeyArn")
     dual_layer: bool = Field(default=False, alias="dualLayer")
     # None means "the sensible default for the type": on for SSE-KMS, off for DSSE
     # (S3 Bucket Keys are not supported with DSSE-KMS).
     bucket_key: bool | None = Field(default=None, alias="bucketKey")
-
-    @field_validator("kms_key_arn")
-    @classmethod
-    def _arn(cls, v: str, info):
-        return _validate_key_arn(v, info.context)
 
     @model_validator(mode="after")
     def _bucket_key_with_dsse(self):
@@ -196,9 +221,9 @@ class BucketConfig(_Model):
     # the route (docs/deploy.md says what); the queue policy and rule are still made.
     manage_notification: bool = Field(default=True, alias="manageNotification")
     strict: bool = False
-    policy_statements: list[dict[str, Any]] = Field(default_factory=list, alias="policyStatements")
+    policy_statements: list[Statement] = Field(default_factory=list, alias="policyStatements")
     block_sse_c: bool = Field(default=False, alias="blockSseC")
-    default_kms_key_arn: str | None = Field(default=None, alias="defaultKmsKeyArn")
+    default_kms_key_arn: KeyArn | None = Field(default=None, alias="defaultKmsKeyArn")
     old_version_action: Literal["delete", "keep"] | None = Field(default=None, alias="oldVersionAction")
 
     @field_validator("prefixes")
@@ -210,25 +235,6 @@ class BucketConfig(_Model):
                 "a configured bucket needs at least one prefix mapping; add "
                 "prefixes[\"<prefix>/\"].kmsKeyArn or remove the bucket",
             )
-        return v
-
-    @field_validator("default_kms_key_arn")
-    @classmethod
-    def _default_arn(cls, v: str | None, info):
-        return None if v is None else _validate_key_arn(v, info.context)
-
-    @field_validator("policy_statements")
-    @classmethod
-    def _statements(cls, v: list[dict[str, Any]]):
-        for i, st in enumerate(v):
-            missing = [k for k in ("Effect", "Action") if k not in st and "NotAction" not in st]
-            if missing or st.get("Effect") not in ("Allow", "Deny"):
-                raise PydanticCustomError(
-                    "statement",
-                    "policyStatements[{i}] is not an IAM statement: it needs Effect (Allow|Deny), "
-                    "Action and Principal",
-                    {"i": i},
-                )
         return v
 
     @model_validator(mode="after")
@@ -294,7 +300,7 @@ class StackConfig(_Model):
     retain_log_table: bool = Field(default=False, alias="retainLogTable")
     lambda_settings: LambdaSettings = Field(default_factory=LambdaSettings, alias="lambda")
     max_receive_count: int = Field(default=5, alias="maxReceiveCount", le=1000)
-    source_key_arns: list[str] = Field(default_factory=list, alias="sourceKeyArns")
+    source_key_arns: list[KeyArn] = Field(default_factory=list, alias="sourceKeyArns")
     old_version_action: Literal["delete", "keep"] = Field(default="delete", alias="oldVersionAction")
     demo: bool = False
 
@@ -327,11 +333,6 @@ class StackConfig(_Model):
                 {"v": v},
             )
         return v
-
-    @field_validator("source_key_arns")
-    @classmethod
-    def _sources(cls, v: list[str], info):
-        return [_validate_key_arn(a, info.context) for a in v]
 
     @property
     def lambda_(self) -> LambdaSettings:
@@ -408,6 +409,9 @@ def read_stack_file(path: str | Path) -> dict[str, Any]:
     YAML loaders keep the last of two equal keys without a word; for a prefix mapping
     that silently drops a tenant, so duplicates are an error naming the key.
     """
+    # Only the CLI-less readers (sandbox, ops, the policy check, the mocks) need this:
+    # the Pulumi CLI rejects a stack file with duplicate keys itself, before the
+    # program runs, so load_pulumi_config never sees one.
     from ruamel.yaml import YAML
     from ruamel.yaml.constructor import DuplicateKeyError
 

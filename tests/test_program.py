@@ -1017,8 +1017,49 @@ def _bucket(prefixes: dict, **extra) -> dict:
             "buckets.my-bucket",
             "strict: true cannot be used with nested prefixes",
         ),
+        (
+            _bucket({"t/": {"kmsKeyArn": KEY_A}}, blockSseC=True),
+            "buckets.my-bucket: blockSseC lives in the bucket's encryption configuration",
+            "set defaultKmsKeyArn too, or drop blockSseC",
+        ),
+        (
+            {"aws:region": "us-east-1", "sourceKeyArns": [KEY_A, "alias/old-tenant"]},
+            "s3-prefix-keys:sourceKeyArns[1]: 'alias/old-tenant'",
+            "is a key alias",
+        ),
+        (
+            _bucket(
+                {"t/": {"kmsKeyArn": KEY_A}},
+                policyStatements=[
+                    {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": "arn:aws:s3:::my-bucket/*"},
+                    {"Effect": "Deny", "Action": "s3:DeleteObject", "Resource": "arn:aws:s3:::my-bucket/*"},
+                ],
+            ),
+            "buckets.my-bucket.policyStatements[1]: not a bucket-policy statement (it has no Principal)",
+            "Principal (or NotPrincipal)",
+        ),
+        (
+            _bucket(
+                {"t/": {"kmsKeyArn": KEY_A}},
+                policyStatements=[{"Effect": "Alow", "Principal": "*", "Action": "s3:*", "Resource": "*"}],
+            ),
+            "buckets.my-bucket.policyStatements[0]",
+            "(Effect is 'Alow'): each needs Effect (Allow|Deny)",
+        ),
     ],
-    ids=["alias", "key-id", "cross-region", "aws-s3", "empty-prefix", "unknown-field", "strict-nested"],
+    ids=[
+        "alias",
+        "key-id",
+        "cross-region",
+        "aws-s3",
+        "empty-prefix",
+        "unknown-field",
+        "strict-nested",
+        "block-sse-c-without-default-key",
+        "source-key-alias",
+        "statement-without-principal",
+        "statement-bad-effect",
+    ],
 )
 def test_invalid_config_is_rejected_before_any_resource(config, path, message):
     error, graph = failed_run(config)
