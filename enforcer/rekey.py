@@ -235,29 +235,37 @@ class BucketAclModes:
 
     With Object Ownership "bucket owner enforced" ACLs are off and re-applying grants
     would fail; otherwise a copy resets the ACL to the default, so grants go along.
+    Records of one batch are copied concurrently; a per-bucket lock held across the
+    fetch makes them share one GetBucketOwnershipControls instead of each missing the
+    cache at the same moment.
     """
 
     def __init__(self, s3):
         self._s3 = s3
         self._modes: dict[str, bool] = {}
-        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, bucket: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(bucket, threading.Lock())
 
     def uses_acls(self, bucket: str) -> bool:
-        with self._lock:
-            if bucket in self._modes:
-                return self._modes[bucket]
+        with self._lock(bucket):
+            if bucket not in self._modes:
+                self._modes[bucket] = self._fetch(bucket)
+            return self._modes[bucket]
+
+    def _fetch(self, bucket: str) -> bool:
         try:
             rules = self._s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"]
-            uses = not any(r.get("ObjectOwnership") == "BucketOwnerEnforced" for r in rules)
         except ClientError as exc:
             # No ownership controls: a pre-2023 bucket with ACLs on. Denied: read the
             # object's ACL instead of guessing that there is none to keep.
             if error_code(exc) not in ("OwnershipControlsNotFoundError", "AccessDenied"):
                 raise
-            uses = True
-        with self._lock:
-            self._modes[bucket] = uses
-        return uses
+            return True
+        return not any(r.get("ObjectOwnership") == "BucketOwnerEnforced" for r in rules)
 
 
 _GRANT_PARAMS = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -92,6 +93,24 @@ def test_copy_keeps_every_attribute_and_the_bytes(world, load_handler, threshold
     (row,) = world.log_rows()
     assert row["method"] == ("multipart-copy" if threshold else "copy")
     assert world.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_bucket_acl_mode_is_asked_once_for_a_concurrent_batch(world, load_handler):
+    handler = load_handler()
+    bucket = world.bucket("fresh-bucket")
+    world.map(bucket, "t/", world.key("t"), dsse=True)
+    for i in range(10):
+        world.s3.put_object(Bucket=bucket, Key=f"t/{i}", Body=b"x")
+    asked = []
+
+    def round_trip(**_):
+        asked.append(1)
+        time.sleep(0.05)  # while it is in flight, every other record of the batch wants the answer
+
+    handler.s3.meta.events.register("before-call.s3.GetBucketOwnershipControls", round_trip)
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    assert len(asked) == 1
+    assert [r["outcome"] for r in world.log_rows()] == ["rekeyed"] * 10
 
 
 def test_object_lock_retention_and_legal_hold_are_reapplied(world, load_handler):
