@@ -391,6 +391,30 @@ def test_mapping_rows_are_the_demo_spec(dev):
         }
 
 
+def test_demo_is_the_original_samples_demo(dev):
+    """Written out, not read from DEMO: the DemoSpec itself could drift."""
+    demo = dev.one(DEMO_BUCKET)
+    buckets = {b.outputs["bucket"] for b in children_of_type(dev, demo, BUCKET)}
+    keys = children_of_type(dev, demo, KEY)
+    assert len(buckets) == 2
+    (versioning,) = children_of_type(dev, demo, VERSIONING)
+    assert versioning.inputs["bucket"] in buckets
+    assert len(keys) == 3
+    assert all(k.inputs["enableKeyRotation"] is True for k in keys)
+    key_arns = [k.outputs["arn"] for k in keys]
+    rows = mapped_rows(dev)
+    assert set(rows) == buckets
+    layouts = [
+        {prefix: (row["kms_key_arn"]["S"], row["dual_layer_encryption"]["BOOL"]) for prefix, row in prefixes.items()}
+        for prefixes in rows.values()
+    ]
+    assert layouts[0] == layouts[1]  # both buckets, mapped alike
+    layout = layouts[0]
+    assert sorted(layout) == ["prefix1/", "prefix2/", "prefix3/"]
+    assert [layout[p][1] for p in ("prefix1/", "prefix2/", "prefix3/")] == [False, False, True]  # prefix3/: DSSE
+    assert sorted(arn for arn, _ in layout.values()) == sorted(key_arns)  # a key of its own per prefix
+
+
 def test_demo_keys_rotate_and_buckets_are_private(dev):
     demo = dev.one(DEMO_BUCKET)
     for key in children_of_type(dev, demo, KEY):
