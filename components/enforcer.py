@@ -238,7 +238,10 @@ def core_role_policy(
             },
             {"Sid": "PublishAlerts", "Effect": "Allow", "Action": "sns:Publish", "Resource": topic_arn},
             {
-                # Publishing to a topic encrypted under a customer managed key.
+                # The one KMS grant outside the integrations, and no data access: SNS
+                # encrypts a message for a topic under a customer managed key with the
+                # publisher's own KMS permissions, so without these every alert the
+                # enforcer publishes fails (KMS access denied). The topic's key only.
                 "Sid": "EncryptAlerts",
                 "Effect": "Allow",
                 "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
