@@ -281,6 +281,14 @@ def acl_grant_params(acl: dict[str, Any]) -> dict[str, str]:
 
     Passed on the write itself, so the new object never exists with a default ACL.
     """
+    # Every grant goes along, the owner's own FULL_CONTROL included. With grant headers
+    # the copy's ACL is exactly these grants, and the copy's owner (the account that
+    # writes it: the enforcer's, the bucket owner's) keeps only the implicit
+    # READ_ACP/WRITE_ACP every owner has. Leaving the owner's grant out is harmless
+    # only when the owner is that writer; when another account wrote the object
+    # (ObjectWriter, or BucketOwnerPreferred without bucket-owner-full-control), that
+    # account would lose its access to its own data. Re-applying the list as it was
+    # keeps every grantee's access in both cases, and costs no call.
     by_perm: dict[str, list[str]] = {}
     for grant in acl.get("Grants", []):
         grantee, perm = grant.get("Grantee", {}), grant.get("Permission")
@@ -295,9 +303,7 @@ def acl_grant_params(acl: dict[str, Any]) -> dict[str, str]:
         else:
             continue
         by_perm.setdefault(_GRANT_PARAMS[perm], []).append(value)
-    owner = acl.get("Owner", {}).get("ID")
-    only_owner = list(by_perm) == ["GrantFullControl"] and by_perm["GrantFullControl"] == [f'id="{owner}"']
-    return {} if only_owner else {k: ", ".join(v) for k, v in by_perm.items()}
+    return {k: ", ".join(v) for k, v in by_perm.items()}
 
 
 @dataclass

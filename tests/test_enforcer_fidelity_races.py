@@ -95,6 +95,32 @@ def test_copy_keeps_every_attribute_and_the_bytes(world, load_handler, threshold
     assert world.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+def test_copy_keeps_the_access_of_an_owner_from_another_account(world, load_handler):
+    """Another account wrote the object into an ObjectWriter bucket, so it owns it and holds
+    the only grant. The copy belongs to the enforcer's account: the grant must go along."""
+    handler = load_handler()
+    bucket = world.bucket("acl-bucket", ownership="ObjectWriter")
+    world.map(bucket, "t/", world.key("t"), dsse=True)
+    world.s3.put_object(Bucket=bucket, Key="t/x", Body=b"x")
+    foreign = "f" * 64
+    world.s3.put_object_acl(
+        Bucket=bucket,
+        Key="t/x",
+        AccessControlPolicy={
+            "Owner": world.s3.get_object_acl(Bucket=bucket, Key="t/x")["Owner"],
+            "Grants": [{"Grantee": {"Type": "CanonicalUser", "ID": foreign}, "Permission": "FULL_CONTROL"}],
+        },
+    )
+
+    def owned_by_the_writer(parsed, **_):
+        parsed["Owner"] = {"ID": foreign}  # moto has one canonical owner for all accounts
+
+    handler.s3.meta.events.register("after-call.s3.GetObjectAcl", owned_by_the_writer)
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    assert world.s3.head_object(Bucket=bucket, Key="t/x")["ServerSideEncryption"] == "aws:kms:dsse"
+    assert grants(world, bucket, "t/x") == [(foreign, "FULL_CONTROL")]
+
+
 def test_bucket_acl_mode_is_asked_once_for_a_concurrent_batch(world, load_handler):
     handler = load_handler()
     bucket = world.bucket("fresh-bucket")
