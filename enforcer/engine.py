@@ -228,7 +228,7 @@ class Enforcer:
         grants: dict[str, str] = {}
         if self._acl_modes.uses_acls(state.bucket):
             grants = rekey.acl_grant_params(self._read(self.s3.get_object_acl, state))
-        plan = rekey.CopyPlan.build(state, target, grants)
+        plan = rekey.CopyPlan.build(state, target, grants, self._clock())
         if decision.method is Method.MULTIPART_COPY:
             if state.head.get("TagCount"):
                 tag_set = self._read(self.s3.get_object_tagging, state)["TagSet"]

@@ -50,7 +50,6 @@ _CONTENT_FIELDS = (
     "Expires",
     "WebsiteRedirectLocation",
 )
-_LOCK_FIELDS = ("ObjectLockMode", "ObjectLockRetainUntilDate", "ObjectLockLegalHoldStatus")
 
 
 # ---------------------------------------------------------------------------
@@ -314,7 +313,7 @@ class CopyPlan:
     tags: dict[str, str] | None = None  # only fetched for multipart (CopyObject copies them)
 
     @classmethod
-    def build(cls, state: ObjectState, target: Target, grants: dict[str, str]) -> CopyPlan:
+    def build(cls, state: ObjectState, target: Target, grants: dict[str, str], now: datetime) -> CopyPlan:
         head = state.head
         params: dict[str, Any] = {
             "Metadata": dict(head.get("Metadata") or {}),
@@ -328,9 +327,14 @@ class CopyPlan:
         for name in _CONTENT_FIELDS:
             if head.get(name) is not None:
                 params[name] = head[name]
-        for name in _LOCK_FIELDS:
-            if head.get(name) is not None:
-                params[name] = head[name]
+        # A retention that has lapsed protects nothing any more, and S3 refuses a
+        # retain-until date in the past (400 InvalidArgument): only a live one goes
+        # along. A legal hold has no date and is carried as it is.
+        if state.lock_mode and state.lock_retain_until and state.lock_retain_until > now:
+            params["ObjectLockMode"] = state.lock_mode
+            params["ObjectLockRetainUntilDate"] = state.lock_retain_until
+        if head.get("ObjectLockLegalHoldStatus") is not None:
+            params["ObjectLockLegalHoldStatus"] = head["ObjectLockLegalHoldStatus"]
         algorithm = next((alg for f, alg in _CHECKSUM_FIELDS.items() if head.get(f)), None)
         if algorithm:
             params["ChecksumAlgorithm"] = algorithm

@@ -63,6 +63,12 @@ and the patch should be deleted.
       of an SSE-C source need x-amz-copy-source-server-side-
       encryption-customer-*; HEAD reports SSECustomerAlgorithm.
       moto ignores SSE-C completely (stores the object in clear).
+9     Object Lock retain-until dates (API_PutObject, API_CopyObject,   test_gap9_past_retain_until_date_accepted
+      API_CreateMultipartUpload: x-amz-object-lock-retain-until-
+      date): a date that is not in the future is refused with 400
+      InvalidArgument "The retain until date must be in the
+      future!". moto 5.2.5 stores it, so the object is born with a
+      lapsed retention.
 ====  ===========================================================  ===========================================
 
 Test seam: :func:`commit_hook` runs ``fn(bucket, key)`` inside CopyObject and
@@ -77,12 +83,14 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import xmltodict
 from moto.s3 import notifications
 from moto.s3.exceptions import (
+    InvalidArgumentError,
     LockNotEnabled,
     MethodNotAllowed,
     MissingKey,
@@ -114,8 +122,11 @@ PATCHES: dict[int, tuple[str, tuple[str, ...]]] = {
          "test_gap7_upload_part_copy_no_source_version", "test_gap7_complete_multipart_sends_extra_put_event",
          "test_gap7_put_object_acl_ignores_body")),
     8: ("UserGuide ServerSideEncryptionCustomerKeys (SSE-C)", ("test_gap8_sse_c_object_readable_without_key",)),
+    9: ("API_PutObject, API_CopyObject, API_CreateMultipartUpload (x-amz-object-lock-retain-until-date)",
+        ("test_gap9_past_retain_until_date_accepted",)),
 }
 
+_RETAIN_UNTIL_HEADER = "x-amz-object-lock-retain-until-date"
 _KMS_KEY_ARN = re.compile(r"^arn:aws[-a-z0-9]*:kms:[-a-z0-9]*:[0-9]{12}:key/.+$")
 _SSE_C_HEADER = "x-amz-server-side-encryption-customer-algorithm"
 _COPY_SSE_C_HEADER = "x-amz-copy-source-server-side-encryption-customer-algorithm"
@@ -421,6 +432,23 @@ def _get_object(original: Callable[..., Any]) -> Callable[..., Any]:
     return get_object
 
 
+# --------------------------------------------------------------------------- retain-until (patch 9)
+
+
+def _require_future_retain_until(resp: S3Response) -> None:
+    value = resp.headers.get(_RETAIN_UNTIL_HEADER)
+    if not value:
+        return
+    try:
+        until = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return  # moto's own parsing answers for malformed dates
+    if until.tzinfo is None:
+        until = until.replace(tzinfo=UTC)
+    if until <= datetime.now(UTC):
+        raise InvalidArgumentError("The retain until date must be in the future!", _RETAIN_UNTIL_HEADER, value)
+
+
 # --------------------------------------------------------------------------- response wrappers
 
 
@@ -436,6 +464,8 @@ def _copy_source(resp: S3Response) -> tuple[str, str, str | None]:
 def _key_response_put(original: Callable[..., Any]) -> Callable[..., Any]:
     def key_response_put(self: S3Response, query: dict[str, Any], key_name: str) -> Any:
         multipart_part = query.get("uploadId") and query.get("partNumber")
+        if not multipart_part and not any(q in query for q in ("retention", "legal-hold", "acl", "tagging")):
+            _require_future_retain_until(self)  # Patch 9: PutObject, CopyObject
         if "encryption" in query and not multipart_part:
             self._set_action("KEY", "PUT", query)
             self._authenticate_and_authorize_s3_action(bucket_name=self.bucket_name, key_name=key_name)
@@ -554,6 +584,8 @@ def _put_object_acl(original: Callable[..., Any]) -> Callable[..., Any]:
 def _key_response_post(original: Callable[..., Any]) -> Callable[..., Any]:
     def key_response_post(self: S3Response, request: Any, body: bytes, bucket_name: str,
                           query: dict[str, Any], key_name: str) -> Any:
+        if "uploads" in query:
+            _require_future_retain_until(self)  # Patch 9: CreateMultipartUpload
         status, headers, out = original(self, request, body, bucket_name, query, key_name)
         if status != 200 or not isinstance(headers, dict):
             return status, headers, out

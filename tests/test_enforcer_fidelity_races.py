@@ -165,6 +165,28 @@ def test_object_lock_retention_and_legal_hold_are_reapplied(world, load_handler)
     assert versions == {old, new}
 
 
+def test_a_lapsed_retention_is_not_reapplied_but_the_legal_hold_is(world, load_handler):
+    handler = load_handler()
+    bucket = world.bucket("locked-bucket", object_lock=True)
+    world.map(bucket, "t/", world.key("t"), dsse=True)
+    until = datetime.now(UTC) + timedelta(seconds=1)
+    for key, hold in (("t/held", "ON"), ("t/free", "OFF")):
+        world.s3.put_object(Bucket=bucket, Key=key, Body=b"ledger", ObjectLockMode="COMPLIANCE",
+                            ObjectLockRetainUntilDate=until, ObjectLockLegalHoldStatus=hold)
+    time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 0.2)  # S3 refuses a past date
+
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    rows = {r["s3_object_path"].split("/")[-1].split("?")[0]: r for r in world.log_rows()}
+    assert {k: (r["outcome"], r["method"]) for k, r in rows.items()} == {
+        "held": ("rekeyed", "copy"), "free": ("rekeyed", "copy")}
+    held = snapshot(world, bucket, "t/held", rows["held"]["new_version_id"])
+    assert held["sse"] == ("aws:kms:dsse", world.keys["t"]) and held["body"] == b"ledger"
+    assert held["lock"] == (None, None, "ON")
+    assert rows["held"]["old_version"] == "kept"  # a legal hold still protects the old version
+    free = snapshot(world, bucket, "t/free", rows["free"]["new_version_id"])
+    assert free["lock"] == (None, None, "OFF") and rows["free"]["old_version"] == "deleted"
+
+
 def test_update_in_place_refused_by_object_lock_is_a_locked_outcome(world, load_handler):
     """When HEAD cannot see the lock (no GetObjectRetention grant), S3 itself refuses."""
     handler = load_handler()

@@ -784,6 +784,40 @@ def test_gap8_sse_c_object_readable_without_key(aws, unpatched):
     assert aws.s3.get_object(Bucket=b, Key="k")["Body"].read() == b"x"
 
 
+# ----------------------------------------------------------------------------- 9 retain-until dates
+
+
+def _with_retain_until(aws, bucket, retain):
+    """PutObject, CopyObject and CreateMultipartUpload, each asking for ``retain``."""
+    lock = {"ObjectLockMode": "GOVERNANCE", "ObjectLockRetainUntilDate": retain}
+    aws.s3.put_object(Bucket=bucket, Key="src", Body=b"x", ChecksumAlgorithm="SHA256")
+    return {
+        "put": lambda: aws.s3.put_object(Bucket=bucket, Key="p", Body=b"x", ChecksumAlgorithm="SHA256", **lock),
+        "copy": lambda: aws.s3.copy_object(Bucket=bucket, Key="c", CopySource={"Bucket": bucket, "Key": "src"}, **lock),
+        "multipart": lambda: aws.s3.create_multipart_upload(Bucket=bucket, Key="m", **lock),
+    }
+
+
+def test_retain_until_date_in_the_past_is_refused(aws):
+    b = aws.bucket("retain", lock=True)
+    for name, write in _with_retain_until(aws, b, until(days=-1)).items():
+        with pytest.raises(ClientError) as exc:
+            write()
+        assert error(exc) == (400, "InvalidArgument", "The retain until date must be in the future!"), name
+    for write in _with_retain_until(aws, b, until(days=1)).values():
+        write()  # a future date is still accepted
+    assert aws.s3.head_object(Bucket=b, Key="c")["ObjectLockMode"] == "GOVERNANCE"
+
+
+def test_gap9_past_retain_until_date_accepted(aws, unpatched):
+    """Fails when moto fixes this upstream; then delete patch 9."""
+    b = aws.bucket("gap9", lock=True)
+    past = until(days=-1)
+    _with_retain_until(aws, b, past)["put"]()
+    assert aws.s3.head_object(Bucket=b, Key="p")["ObjectLockRetainUntilDate"] == past
+    aws.s3.create_multipart_upload(Bucket=b, Key="m", ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=past)
+
+
 # ----------------------------------------------------------------------------- server mode
 
 
