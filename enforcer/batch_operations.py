@@ -75,3 +75,22 @@ def handle(
     for answer in pool.map(run, list(batch.tasks)):
         response.add_result(answer)
     return response.asdict()
+
+
+REASON_UNJOURNALED = (
+    "the object was handled but its log-table row could not be written (BatchWriteItem failed after "
+    "retries); retrying the task writes it"
+)
+
+
+def fail_unjournaled(answer: dict[str, Any], task_ids: set[str]) -> dict[str, Any]:
+    """Turn tasks whose log row was lost into TemporaryFailure, so the job retries them.
+
+    A retry finds the object compliant and journals it; answering Succeeded would leave
+    the task's record missing from the log table for good.
+    """
+    for result in answer.get("results", []):
+        if result["taskId"] in task_ids:
+            result["resultCode"] = "TemporaryFailure"
+            result["resultString"] = f"{REASON_UNJOURNALED} ({result['resultString']})"[:1000]
+    return answer

@@ -137,8 +137,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     )
     if batch_operations.is_batch_operations_event(event):
         answer = batch_operations.handle(event, engine.process, _record, _workers)
-        _finish(_current)
-        return answer
+        return batch_operations.fail_unjournaled(answer, _finish(_current))
     response = async_process_partial_response(event, record_handler, processor, context)
     unjournaled = _finish(_current)
     failed = [f["itemIdentifier"] for f in response.get("batchItemFailures", [])]

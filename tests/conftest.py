@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from ops import moto_patches
@@ -37,6 +38,23 @@ def _no_real_aws(monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "S3PrefixKeysTest")
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+
+def aws_error(code: str, status: int, operation: str, message: str = "") -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": message or code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        operation,
+    )
+
+
+def failing(code: str, status: int, operation: str, message: str = "", when=lambda params: True):
+    """A before-call / before-parameter-build hook that answers the call with an AWS error."""
+
+    def hook(params=None, **_):
+        if when(params or {}):
+            raise aws_error(code, status, operation, message)
+
+    return hook
 
 
 @dataclass

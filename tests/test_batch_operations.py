@@ -6,9 +6,8 @@ from __future__ import annotations
 from urllib.parse import quote, quote_plus
 
 import pytest
-from botocore.exceptions import ClientError
 
-from tests.conftest import LambdaContext
+from tests.conftest import LambdaContext, failing
 
 BUCKET = "bops-bucket"
 
@@ -22,6 +21,13 @@ def tenant(world):
     world.bucket(BUCKET, notify=False)
     world.map(BUCKET, "t/", world.key("t"))
     return world
+
+
+@pytest.fixture
+def one_object(tenant, load_handler):
+    """The tenant bucket holding t/x (SSE-S3), and a handler: (world, handler)."""
+    tenant.s3.put_object(Bucket=BUCKET, Key="t/x", Body=b"x")
+    return tenant, load_handler()
 
 
 def task(n: int, key: str, bucket: str = BUCKET, version_id: str | None = None, encode=quote_plus) -> dict:
@@ -39,6 +45,11 @@ def invocation(*tasks: dict, schema: str = "2.0") -> dict:
 
 def results(answer: dict) -> dict[str, tuple[str, str]]:
     return {r["taskId"]: (r["resultCode"], r["resultString"]) for r in answer["results"]}
+
+
+def run_task(handler, key: str = "t/x") -> tuple[str, str]:
+    """One task through the handler: its (resultCode, resultString)."""
+    return results(handler.handler(invocation(task(1, key)), LambdaContext()))["task-1"]
 
 
 def sse(world, key, **kw):
@@ -106,36 +117,25 @@ def test_sse_c_object_is_a_permanent_failure(tenant, load_handler):
     handler = load_handler()
     world.s3.put_object(Bucket=BUCKET, Key="t/customer", Body=b"x", SSECustomerAlgorithm="AES256",
                         SSECustomerKey=b"k" * 32)
-    code, message = results(handler.handler(invocation(task(1, "t/customer")), LambdaContext()))["task-1"]
+    code, message = run_task(handler, "t/customer")
     assert code == "PermanentFailure"
     assert message.startswith("sse-c:") and "customer-provided key" in message
 
 
-def test_missing_grant_on_head_is_a_permanent_failure(tenant, load_handler):
-    world = tenant
-    handler = load_handler()
-    world.s3.put_object(Bucket=BUCKET, Key="t/x", Body=b"x")
+def test_missing_grant_on_head_is_a_permanent_failure(one_object):
+    world, handler = one_object
 
-    def forbidden(**_):
-        raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"},
-                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "HeadObject")
-
-    handler.s3.meta.events.register("before-call.s3.HeadObject", forbidden)
-    code, message = results(handler.handler(invocation(task(1, "t/x")), LambdaContext()))["task-1"]
+    handler.s3.meta.events.register("before-call.s3.HeadObject", failing("403", 403, "HeadObject", "Forbidden"))
+    code, message = run_task(handler)
     assert code == "PermanentFailure" and message.startswith("access-denied:")
 
 
-def test_missing_kms_grant_is_a_permanent_failure(tenant, load_handler):
-    world = tenant
-    handler = load_handler()
-    world.s3.put_object(Bucket=BUCKET, Key="t/x", Body=b"x")
+def test_missing_kms_grant_is_a_permanent_failure(one_object):
+    world, handler = one_object
 
-    def denied(**_):
-        raise ClientError({"Error": {"Code": "KMS.AccessDeniedException", "Message": "not authorized to kms:Encrypt"},
-                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "UpdateObjectEncryption")
-
+    denied = failing("KMS.AccessDeniedException", 403, "UpdateObjectEncryption", "not authorized to kms:Encrypt")
     handler.s3.meta.events.register("before-call.s3.UpdateObjectEncryption", denied)
-    code, message = results(handler.handler(invocation(task(1, "t/x")), LambdaContext()))["task-1"]
+    code, message = run_task(handler)
     assert code == "PermanentFailure" and message.startswith("failed:") and "kms:Encrypt" in message
     assert sse(world, "t/x") == ("AES256", None)
 
@@ -146,11 +146,8 @@ def test_throttling_is_a_temporary_failure_retried_by_the_job(tenant, load_handl
     world.s3.put_object(Bucket=BUCKET, Key="t/throttled", Body=b"x")
     world.s3.put_object(Bucket=BUCKET, Key="t/fine", Body=b"x")
 
-    def throttle(params, **_):
-        if params.get("Key") == "t/throttled":
-            raise ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
-                               "ResponseMetadata": {"HTTPStatusCode": 503}}, "HeadObject")
-
+    throttle = failing("SlowDown", 503, "HeadObject", "Please reduce your request rate.",
+                       when=lambda params: params.get("Key") == "t/throttled")
     handler.s3.meta.events.register("before-parameter-build.s3.HeadObject", throttle)
     got = {}
     for n, key in enumerate(("t/throttled", "t/fine"), start=1):
@@ -161,10 +158,8 @@ def test_throttling_is_a_temporary_failure_retried_by_the_job(tenant, load_handl
     assert sse(world, "t/fine") == ("aws:kms", world.keys["t"])
 
 
-def test_schema_1_0_is_answered_with_a_clear_permanent_failure(tenant, load_handler):
-    world = tenant
-    handler = load_handler()
-    world.s3.put_object(Bucket=BUCKET, Key="t/x", Body=b"x")
+def test_schema_1_0_is_answered_with_a_clear_permanent_failure(one_object):
+    world, handler = one_object
     event = {
         "invocationSchemaVersion": "1.0",
         "invocationId": "inv-1",
@@ -177,3 +172,20 @@ def test_schema_1_0_is_answered_with_a_clear_permanent_failure(tenant, load_hand
     assert code == "PermanentFailure"
     assert "schema 1.0 is not supported" in message and "InvocationSchemaVersion 2.0" in message
     assert sse(world, "t/x") == ("AES256", None)  # nothing was touched
+
+
+def test_task_whose_log_row_is_lost_is_a_temporary_failure(one_object):
+    world, handler = one_object
+
+    table_unavailable = failing("InternalServerError", 500, "BatchWriteItem", "try again")
+    handler.dynamodb.meta.events.register("before-call.dynamodb.BatchWriteItem", table_unavailable)
+    code, message = run_task(handler)
+    assert code == "TemporaryFailure"
+    assert "log-table row could not be written" in message and "rekeyed:" in message
+    assert world.log_rows() == []
+    assert sse(world, "t/x") == ("aws:kms", world.keys["t"])  # the re-key itself happened
+
+    handler.dynamodb.meta.events.unregister("before-call.dynamodb.BatchWriteItem", table_unavailable)
+    code, message = run_task(handler)
+    assert code == "Succeeded" and message.startswith("compliant:")  # the job's retry journals it
+    assert [r["outcome"] for r in world.log_rows()] == ["compliant"]
