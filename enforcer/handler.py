@@ -65,7 +65,9 @@ engine = Enforcer(
 _workers = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="record")
 # False: a batch whose every record failed must still answer with the failures, so
 # that each message is retried on its own and then dead-lettered, not the batch.
-processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+# logger: a record's exception is logged through the function's own Logger, at a level
+# its POWERTOOLS_LOG_LEVEL shows, not on Powertools' internal debug logger.
+processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False, logger=logger)
 
 
 @dataclass

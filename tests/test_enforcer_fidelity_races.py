@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from ops import moto_patches
-from tests.conftest import LambdaContext
+from tests.conftest import LambdaContext, failing
 
 MIB = 1024**2
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
@@ -397,14 +398,29 @@ def test_kms_throttling_on_the_write_is_retried_not_alerted(world, load_handler,
     world.s3.put_object(Bucket=bucket, Key="t/x", Body=b"x")
     event = world.event()
 
-    def throttled(**_):
-        raise ClientError({"Error": {"Code": "KMS.ThrottlingException", "Message": "Rate exceeded"},
-                           "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)
-
+    throttled = failing("KMS.ThrottlingException", 400, operation, "Rate exceeded")
     handler.s3.meta.events.register(f"before-call.s3.{operation}", throttled)
-    assert handler.handler(event, LambdaContext()) == {
-        "batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]
-    }
+    logged = Recorded()
+    handler.logger.addHandler(logged)
+    try:
+        assert handler.handler(event, LambdaContext()) == {
+            "batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]
+        }
+    finally:
+        handler.logger.removeHandler(logged)
     assert read_alerts() == []
     assert world.log_rows() == []  # journaled once it succeeds, on the redelivery
+    # The batch processor logs the record's exception through the function's Logger,
+    # at a level POWERTOOLS_LOG_LEVEL=WARNING shows.
+    (failure,) = [r for r in logged.records if r.exc_info and r.levelno >= logging.WARNING]
+    assert "KMS.ThrottlingException" in str(failure.exc_info[1])
     assert world.s3.head_object(Bucket=bucket, Key="t/x")["ServerSideEncryption"] == "AES256"
+
+
+class Recorded(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
