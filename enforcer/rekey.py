@@ -32,12 +32,20 @@ MAX_PART = 5 * 1024**3
 MAX_PARTS = 10_000
 PREFERRED_MAX_PART = 512 * MIB  # larger parts only add per-part latency to the copy
 
+# HEAD's Checksum* field -> the ChecksumAlgorithm a copy asks for to keep that checksum:
+# every algorithm of the pinned botocore's S3 model (tests/test_rekey.py checks it).
 _CHECKSUM_FIELDS = {
-    "ChecksumCRC32": "CRC32",
-    "ChecksumCRC32C": "CRC32C",
-    "ChecksumCRC64NVME": "CRC64NVME",
-    "ChecksumSHA1": "SHA1",
-    "ChecksumSHA256": "SHA256",
+    f"Checksum{algorithm}": algorithm
+    for algorithm in (
+        "CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256", "SHA512", "MD5", "XXHASH64", "XXHASH3", "XXHASH128"
+    )
+}
+# The checksum types S3 documents for each algorithm of a multipart upload ("Checking
+# object integrity"). A source type outside these (a single-PUT SHA256 object is
+# FULL_OBJECT, which multipart SHA256 cannot be) is left to S3's default.
+_MULTIPART_CHECKSUM_TYPES = {
+    "FULL_OBJECT": frozenset({"CRC32", "CRC32C", "CRC64NVME"}),
+    "COMPOSITE": frozenset({"CRC32", "CRC32C", "SHA1", "SHA256"}),
 }
 # Attributes a copy must carry over explicitly: with MetadataDirective=REPLACE (and
 # always for CreateMultipartUpload) S3 copies none of them by itself.
@@ -311,6 +319,7 @@ class CopyPlan:
 
     params: dict[str, Any]
     tags: dict[str, str] | None = None  # only fetched for multipart (CopyObject copies them)
+    checksum_type: str | None = None  # CreateMultipartUpload only: CopyObject has no such parameter
 
     @classmethod
     def build(cls, state: ObjectState, target: Target, grants: dict[str, str], now: datetime) -> CopyPlan:
@@ -336,10 +345,13 @@ class CopyPlan:
         if head.get("ObjectLockLegalHoldStatus") is not None:
             params["ObjectLockLegalHoldStatus"] = head["ObjectLockLegalHoldStatus"]
         algorithm = next((alg for f, alg in _CHECKSUM_FIELDS.items() if head.get(f)), None)
+        checksum_type = None
         if algorithm:
             params["ChecksumAlgorithm"] = algorithm
+            if algorithm in _MULTIPART_CHECKSUM_TYPES.get(head.get("ChecksumType") or "", ()):
+                checksum_type = head["ChecksumType"]
         params.update(grants)
-        return cls(params)
+        return cls(params, checksum_type=checksum_type)
 
 
 def _copy_source(state: ObjectState) -> dict[str, str]:
@@ -383,6 +395,8 @@ def multipart_copy(
     params = dict(plan.params)
     if plan.tags:
         params["Tagging"] = urlencode(plan.tags)
+    if plan.checksum_type:
+        params["ChecksumType"] = plan.checksum_type
     try:
         upload_id = s3.create_multipart_upload(Bucket=state.bucket, Key=state.key, **params)["UploadId"]
     except ClientError as exc:

@@ -140,6 +140,28 @@ def test_bucket_acl_mode_is_asked_once_for_a_concurrent_batch(world, load_handle
     assert [r["outcome"] for r in world.log_rows()] == ["rekeyed"] * 10
 
 
+def test_multipart_copy_keeps_a_full_object_checksum_type(world, load_handler):
+    handler = load_handler(MULTIPART_THRESHOLD_BYTES=str(5 * MIB))
+    bucket = world.bucket("crc-bucket")
+    world.map(bucket, "t/", world.key("t"), dsse=True)
+    body = bytes(range(256)) * (6 * MIB // 256)
+    world.s3.put_object(Bucket=bucket, Key="t/big", Body=body, ChecksumAlgorithm="CRC32")
+
+    def as_s3_reports_it(parsed, **_):
+        parsed.setdefault("ChecksumType", "FULL_OBJECT")  # a single PUT's type; moto's HEAD omits it
+
+    created = []
+    handler.s3.meta.events.register("after-call.s3.HeadObject", as_s3_reports_it)
+    handler.s3.meta.events.register("before-parameter-build.s3.CreateMultipartUpload",
+                                    lambda params, **_: created.append(dict(params)))
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    assert [(p["ChecksumAlgorithm"], p["ChecksumType"]) for p in created] == [("CRC32", "FULL_OBJECT")]
+    assert world.log_rows()[0]["method"] == "multipart-copy"
+    after = world.s3.head_object(Bucket=bucket, Key="t/big", ChecksumMode="ENABLED")
+    assert after["ServerSideEncryption"] == "aws:kms:dsse" and after.get("ChecksumCRC32")
+    assert world.s3.get_object(Bucket=bucket, Key="t/big")["Body"].read() == body
+
+
 def test_object_lock_retention_and_legal_hold_are_reapplied(world, load_handler):
     handler = load_handler()
     bucket = world.bucket("locked-bucket", object_lock=True)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from enforcer import rekey
-
-
-def client_error(code: str, status: int, operation: str = "CopyObject") -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": f"{code} happened"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        operation,
-    )
+from enforcer.decision import ObjectState
+from enforcer.mapping import Target
+from tests.conftest import aws_error
 
 
 @pytest.mark.parametrize(
@@ -31,7 +30,7 @@ def client_error(code: str, status: int, operation: str = "CopyObject") -> Clien
     ],
 )
 def test_throttling_timeouts_and_signing_errors_on_a_write_are_transient(code, status):
-    exc = client_error(code, status)
+    exc = aws_error(code, status, "CopyObject")
     with pytest.raises(ClientError) as raised:
         rekey.raise_classified(exc)
     assert raised.value is exc  # re-raised as is: the SQS message becomes a batch item failure
@@ -49,7 +48,7 @@ def test_throttling_timeouts_and_signing_errors_on_a_write_are_transient(code, s
 )
 def test_grant_key_and_argument_errors_on_a_write_are_permanent(code, status):
     with pytest.raises(rekey.PermanentFailure, match=code):
-        rekey.raise_classified(client_error(code, status))
+        rekey.raise_classified(aws_error(code, status, "CopyObject"))
 
 
 def test_transient_codes_come_from_botocores_own_retry_lists():
@@ -100,3 +99,39 @@ def test_the_writers_own_default_acl_is_reapplied_unchanged():
     assert rekey.acl_grant_params(acl(WRITER, (user(WRITER), "FULL_CONTROL"))) == {
         "GrantFullControl": f'id="{WRITER}"'
     }
+
+
+def test_every_checksum_algorithm_of_this_botocore_is_carried():
+    model = boto3.session.Session().client("s3", region_name="us-east-1").meta.service_model
+    head_fields = {f for f in model.operation_model("HeadObject").output_shape.members if f.startswith("Checksum")}
+    assert set(rekey._CHECKSUM_FIELDS) == head_fields - {"ChecksumType"}
+    assert set(rekey._CHECKSUM_FIELDS.values()) == set(model.shape_for("ChecksumAlgorithm").enum)
+
+
+TARGET = Target("aws:kms:dsse", "arn:aws:kms:us-east-1:111122223333:key/k", False)
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def plan_for(**head) -> rekey.CopyPlan:
+    state = ObjectState("bkt", "k", etag='"e"', size=10, sse_type="AES256", head=head)
+    return rekey.CopyPlan.build(state, TARGET, {}, NOW)
+
+
+@pytest.mark.parametrize(
+    ("head", "algorithm", "checksum_type"),
+    [
+        ({"ChecksumCRC32": "x", "ChecksumType": "FULL_OBJECT"}, "CRC32", "FULL_OBJECT"),
+        ({"ChecksumCRC64NVME": "x", "ChecksumType": "FULL_OBJECT"}, "CRC64NVME", "FULL_OBJECT"),
+        ({"ChecksumSHA256": "x", "ChecksumType": "COMPOSITE"}, "SHA256", "COMPOSITE"),
+        # a single-PUT SHA256 object is FULL_OBJECT, which a multipart SHA256 upload cannot be
+        ({"ChecksumSHA256": "x", "ChecksumType": "FULL_OBJECT"}, "SHA256", None),
+        ({"ChecksumXXHASH64": "x"}, "XXHASH64", None),
+        ({"ChecksumSHA512": "x", "ChecksumType": "FULL_OBJECT"}, "SHA512", None),
+        ({}, None, None),
+    ],
+)
+def test_the_copy_asks_for_the_sources_checksum_algorithm_and_type(head, algorithm, checksum_type):
+    plan = plan_for(**head)
+    assert plan.params.get("ChecksumAlgorithm") == algorithm
+    assert plan.checksum_type == checksum_type
+    assert "ChecksumType" not in plan.params  # CopyObject has no such parameter
