@@ -16,7 +16,8 @@ class SettingsError(RuntimeError):
     pass
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None,
+         why_maximum: str = "") -> int:
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -26,6 +27,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
         raise SettingsError(f"{name}={raw!r} is not an integer") from None
     if value < minimum:
         raise SettingsError(f"{name}={value} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name}={value} must be at most {maximum}{why_maximum}")
     return value
 
 
@@ -70,7 +73,9 @@ class Settings:
             old_version_action=_choice(env, "OLD_VERSION_ACTION", "delete", ("delete", "keep")),
             principal_id=principal,
             rekey_method=_choice(env, "REKEY_METHOD", "auto", ("auto", "copy")),
-            multipart_threshold=_int(env, "MULTIPART_THRESHOLD_BYTES", 5 * GIB, 1),
+            # Objects up to the threshold take a single CopyObject, which S3 refuses above 5 GiB.
+            multipart_threshold=_int(env, "MULTIPART_THRESHOLD_BYTES", 5 * GIB, 1, 5 * GIB,
+                                     " (5 GiB, the largest object CopyObject copies)"),
             mapping_cache_seconds=_int(env, "MAPPING_CACHE_SECONDS", 60, 0),
             concurrency=_int(env, "ENFORCER_CONCURRENCY", 10, 1),
         )

@@ -234,6 +234,12 @@ def test_missing_environment_fails_at_cold_start_naming_the_variable(world, load
         load_handler(REKEY_METHOD="fast")
 
 
+def test_multipart_threshold_above_copy_objects_limit_fails_at_cold_start(world, load_handler):
+    with pytest.raises(Exception, match=r"MULTIPART_THRESHOLD_BYTES=5368709121 must be at most 5368709120 .*CopyObject"):
+        load_handler(MULTIPART_THRESHOLD_BYTES=str(5 * 1024**3 + 1))
+    assert load_handler(MULTIPART_THRESHOLD_BYTES=str(5 * 1024**3)).engine.settings.multipart_threshold == 5 * 1024**3
+
+
 def test_principal_is_learned_from_sts_when_not_configured(world, load_handler):
     handler = load_handler(ENFORCER_PRINCIPAL_ID=None)
     assert handler.engine.settings.principal_id == world.enforcer_principal
