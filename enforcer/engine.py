@@ -144,7 +144,9 @@ class Enforcer:
                     decision.target,
                 )
             except rekey.Gone:
-                return Result(ref, Outcome.GONE, "Object was deleted while being re-keyed", decision.method, state)
+                return Result(
+                    ref, Outcome.GONE, "Object was deleted while being re-keyed", decision.method, state, decision.target
+                )
             except rekey.Locked as exc:
                 return Result(
                     ref,
@@ -220,7 +222,9 @@ class Enforcer:
                 log.warning("UpdateObjectEncryption not usable for %s (%s); copying instead", ref.s3_path, exc)
                 decision = self._decide(state, mapping, ref, rekey_method="copy")
                 if decision.outcome is not Outcome.REKEY:
-                    return Result(ref, decision.outcome, decision.reason, before=state, fallback=fallback)
+                    return Result(
+                        ref, decision.outcome, decision.reason, before=state, target=decision.target, fallback=fallback
+                    )
         return replace(self._copy(ref, state, decision), fallback=fallback)
 
     def _copy(self, ref: ObjectRef, state: ObjectState, decision: Decision) -> Result:

@@ -8,7 +8,7 @@ from urllib.parse import unquote_plus
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import LambdaContext
+from tests.conftest import LambdaContext, failing
 
 BODY = b"tenant data \x00\xff" * 3
 
@@ -259,6 +259,42 @@ def test_update_encryption_falls_back_to_copy_on_invalid_request(world, seed, lo
     (row,) = world.log_rows()
     assert row["method"] == "copy" and "NotImplemented" in row["fallback"]
     assert head(world, seed, "prefix1/x")["SSEKMSKeyId"] == world.keys["key1"]
+
+
+def test_fallback_that_ends_without_a_copy_still_logs_the_target(world, seed, load_handler):
+    handler = load_handler()
+    world.s3.put_object(Bucket=seed, Key="prefix1/cold", Body=BODY, StorageClass="GLACIER")
+    refuse = failing("NotImplemented", 501, "UpdateObjectEncryption", "not here")
+    handler.s3.meta.events.register("before-call.s3.UpdateObjectEncryption", refuse)
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    (row,) = world.log_rows()
+    assert row["outcome"] == "needs-restore" and "NotImplemented" in row["fallback"]
+    assert (row["new_sse_type"], row["new_kms_key_arn"]) == ("aws:kms", world.keys["key1"])
+
+
+def test_object_deleted_during_the_write_is_gone_and_logs_the_target(world, seed, load_handler):
+    handler = load_handler()
+    world.s3.put_object(Bucket=seed, Key="prefix1/x", Body=BODY)
+    deleted = failing("NoSuchKey", 404, "UpdateObjectEncryption", "The specified key does not exist.")
+    handler.s3.meta.events.register("before-call.s3.UpdateObjectEncryption", deleted)
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    (row,) = world.log_rows()
+    assert row["outcome"] == "gone" and row["method"] == "update-object-encryption"
+    assert (row["new_sse_type"], row["new_kms_key_arn"]) == ("aws:kms", world.keys["key1"])
+
+
+def test_a_boto3_without_update_object_encryption_copies_instead(world, seed, load_handler, monkeypatch):
+    handler = load_handler()
+    # The client's class is generated from the service model: without the operation in
+    # the model (an older boto3 in the runtime) the method is simply not there.
+    monkeypatch.delattr(type(handler.s3), "update_object_encryption")
+    world.s3.put_object(Bucket=seed, Key="prefix1/x", Body=BODY)
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    (row,) = world.log_rows()
+    assert row["outcome"] == "rekeyed" and row["method"] == "copy"
+    assert row["fallback"] == "this boto3 has no UpdateObjectEncryption"
+    assert head(world, seed, "prefix1/x")["SSEKMSKeyId"] == world.keys["key1"]
+    assert body_of(world, seed, "prefix1/x") == BODY
 
 
 def test_cross_account_key_falls_back_to_copy(world, seed, load_handler):
