@@ -32,6 +32,10 @@ def reason_wrong_key(current: str | None, target: str) -> str:
     return f"Incorrect KMS key. Was {current} whereas it should have been {target}"
 
 
+def reason_superseded(reason: str) -> str:
+    return f"Superseded by a newer write; the newer object's own event re-keys it ({reason})"
+
+
 class Presence(StrEnum):
     PRESENT = "present"
     GONE = "gone"  # 404, or the version / current object is a delete marker
@@ -51,7 +55,8 @@ class Outcome(StrEnum):
     INVALID_MAPPING = "invalid-mapping"
     # a decision to act
     REKEY = "rekey"
-    # outcomes of acting (set by the engine)
+    # outcomes of acting (set by the engine; SUPERSEDED also by decide() for an own write
+    # that a newer one has already replaced)
     REKEYED = "rekeyed"
     SUPERSEDED = "superseded"
     LOCKED = "locked"
@@ -145,6 +150,11 @@ def mismatch_reason(state: ObjectState, target: Target) -> str:
     return reason_wrong_key(state.kms_key_arn, target.kms_key_arn)
 
 
+def same_etag(a: str, b: str) -> bool:
+    # Events carry the ETag bare, HEAD quotes it.
+    return a.strip().strip('"') == b.strip().strip('"')
+
+
 def target_allows_update_in_place(target: Target, rekey_method: str) -> bool:
     """Whether UpdateObjectEncryption can reach ``target`` at all: it writes SSE-KMS only."""
     return rekey_method == "auto" and target.sse_type == SSE_KMS
@@ -155,6 +165,7 @@ def decide(
     mapping: Mapping | None,
     *,
     own_write: bool = False,
+    event_etag: str | None = None,
     rekey_method: str = "auto",
     multipart_threshold: int = 5 * 1024**3,
     default_old_version_action: str = "delete",
@@ -164,7 +175,8 @@ def decide(
 
     ``state`` may be None only when there is no mapping: the engine looks the mapping
     up first, so an unmapped object costs no S3 call.
-    ``own_write`` is true when the event was caused by the enforcer's own write.
+    ``own_write`` is true when the event was caused by the enforcer's own write;
+    ``event_etag`` is the ETag that event names, when it names one.
     """
     if mapping is None:
         return Decision(Outcome.UNMAPPED, REASON_UNMAPPED)
@@ -198,6 +210,10 @@ def decide(
 
     reason = mismatch_reason(state, target)
     if own_write:
+        if event_etag and state.etag and not same_etag(event_etag, state.etag):
+            # HEAD found other bytes than the enforcer wrote: a user's write landed after
+            # it, and that write's own event re-keys it. Not a loop, nothing to alert.
+            return Decision(Outcome.SUPERSEDED, reason_superseded(reason), target=target)
         # The enforcer wrote this object and it is still wrong: copying again would loop.
         return Decision(
             Outcome.LOOP_GUARD,

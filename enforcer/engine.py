@@ -23,6 +23,7 @@ from enforcer.decision import (
     Outcome,
     decide,
     is_compliant,
+    reason_superseded,
     target_allows_update_in_place,
 )
 from enforcer.events import ObjectRef
@@ -138,7 +139,7 @@ class Enforcer:
                 return Result(
                     ref,
                     Outcome.SUPERSEDED,
-                    f"Superseded by a newer write; the newer object's own event re-keys it ({decision.reason})",
+                    reason_superseded(decision.reason),
                     decision.method,
                     state,
                     decision.target,
@@ -205,6 +206,7 @@ class Enforcer:
             state,
             mapping,
             own_write=self.is_own_write(ref),
+            event_etag=ref.etag,
             rekey_method=rekey_method or self.settings.rekey_method,
             multipart_threshold=self.settings.multipart_threshold,
             default_old_version_action=self.settings.old_version_action,

@@ -170,6 +170,24 @@ def test_own_write_that_is_not_compliant_trips_the_loop_guard():
     assert "Not copying again" in d.reason
 
 
+def test_own_write_overtaken_by_a_newer_write_is_superseded_not_a_loop():
+    # The event names the ETag the enforcer wrote; HEAD finds a user's newer bytes.
+    d = decide(state(sse_type="AES256", etag='"newer"'), mapping(), own_write=True, event_etag="written", now=NOW)
+    assert d.outcome is Outcome.SUPERSEDED and not d.alert and d.method is None
+    assert d.reason.startswith("Superseded by a newer write")
+
+
+@pytest.mark.parametrize("event_etag", ["e", '"e"', None], ids=["bare", "quoted", "not-in-event"])
+def test_own_write_with_the_same_etag_still_trips_the_loop_guard(event_etag):
+    d = decide(state(sse_type="AES256", etag='"e"'), mapping(), own_write=True, event_etag=event_etag, now=NOW)
+    assert d.outcome is Outcome.LOOP_GUARD
+
+
+def test_a_users_event_with_another_etag_is_judged_on_what_head_found():
+    d = decide(state(sse_type="AES256", etag='"newer"'), mapping(), event_etag="older", now=NOW)
+    assert d.outcome is Outcome.REKEY
+
+
 def test_own_write_that_is_compliant_is_just_compliant():
     d = decide(state(sse_type="aws:kms", kms_key_arn=KEY_A), mapping(), own_write=True, now=NOW)
     assert d.outcome is Outcome.COMPLIANT and d.reason == REASON_COMPLIANT

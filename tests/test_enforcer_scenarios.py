@@ -183,6 +183,25 @@ def test_own_write_that_is_still_wrong_alerts_and_does_not_copy(world, seed, loa
     assert world.drain() == []
 
 
+def test_own_event_overtaken_by_a_users_newer_write_is_superseded(world, seed, load_handler):
+    handler = load_handler()
+    world.s3.put_object(Bucket=seed, Key="prefix3/x", Body=BODY)
+    handler.handler(world.event(), LambdaContext())
+    own_copy_event = world.event()  # the enforcer's DSSE copy, not yet delivered
+    world.s3.put_object(Bucket=seed, Key="prefix3/x", Body=b"newer bytes", ServerSideEncryption="AES256")
+    user_event = world.event()
+
+    # Delivered late, the own event finds the user's object: no loop, no alert, no copy.
+    assert handler.handler(own_copy_event, LambdaContext()) == {"batchItemFailures": []}
+    assert head(world, seed, "prefix3/x")["ServerSideEncryption"] == "AES256"
+    latest = max(world.log_rows(), key=lambda r: r["current_timestamp_utc"])
+    assert latest["outcome"] == "superseded" and latest["action_reason"].startswith("Superseded by a newer write")
+    # The newer write's own event re-keys it.
+    assert handler.handler(user_event, LambdaContext()) == {"batchItemFailures": []}
+    assert head(world, seed, "prefix3/x")["ServerSideEncryption"] == "aws:kms:dsse"
+    assert body_of(world, seed, "prefix3/x") == b"newer bytes"
+
+
 def test_unmapped_object_costs_no_s3_call(world, seed, load_handler):
     handler = load_handler()
     world.s3.put_object(Bucket=seed, Key="prefix4/x", Body=BODY)
