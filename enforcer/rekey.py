@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -426,8 +426,9 @@ def multipart_copy(
             done[checksum_field] = result[checksum_field]
         return done
 
+    copies = [pool.submit(copy_part, part) for part in ranges]
     try:
-        parts = list(pool.map(copy_part, ranges))
+        parts = [copy.result() for copy in copies]
         return s3.complete_multipart_upload(
             Bucket=state.bucket,
             Key=state.key,
@@ -436,6 +437,11 @@ def multipart_copy(
             IfMatch=state.etag,
         )
     except BaseException as exc:
+        # S3 may still accept a part that is being copied while the upload is aborted,
+        # and bill it until the upload is aborted again: let the running ones finish.
+        for copy in copies:
+            copy.cancel()
+        wait(copies)
         try:
             s3.abort_multipart_upload(Bucket=state.bucket, Key=state.key, UploadId=upload_id)
         except ClientError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from ops import moto_patches
-from tests.conftest import LambdaContext, failing
+from tests.conftest import LambdaContext, aws_error, failing
 
 MIB = 1024**2
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
@@ -284,6 +285,62 @@ def test_newer_put_before_multipart_completes_survives_and_upload_is_aborted(wor
     assert handler.handler(event, LambdaContext()) == {"batchItemFailures": []}
     assert world.s3.get_object(Bucket=bucket, Key="t/big")["Body"].read() == b"NEWER CONTENT"
     assert world.log_rows()[0]["outcome"] == "superseded"
+    assert world.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("versioned", [False, True], ids=["unversioned", "versioned"])
+def test_newer_put_while_part_copies_are_in_flight_survives_and_upload_is_aborted(world, load_handler, versioned):
+    handler = load_handler(MULTIPART_THRESHOLD_BYTES=str(5 * MIB))
+    bucket = world.bucket("race-bucket", versioned=versioned)
+    world.map(bucket, "t/", world.key("t"), dsse=True)
+    world.s3.put_object(Bucket=bucket, Key="t/big", Body=b"o" * (11 * MIB))  # three parts
+    event = world.event()
+    landed = threading.Lock()
+    part_calls = []
+
+    def land_during_the_first_part(**_):
+        part_calls.append(1)
+        if landed.acquire(blocking=False):
+            newer_put(world, bucket, "t/big")
+
+    handler.s3.meta.events.register("before-call.s3.UploadPartCopy", land_during_the_first_part)
+    assert handler.handler(event, LambdaContext()) == {"batchItemFailures": []}
+    assert world.s3.get_object(Bucket=bucket, Key="t/big")["Body"].read() == b"NEWER CONTENT"
+    (row,) = world.log_rows()
+    assert (row["outcome"], row["method"]) == ("superseded", "multipart-copy")
+    assert world.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert part_calls  # the race really was during the part copies
+    if versioned:
+        assert len(world.s3.list_object_versions(Bucket=bucket)["Versions"]) == 2  # nothing deleted
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+def test_upload_is_aborted_only_after_the_running_part_copies_end(world, load_handler):
+    handler = load_handler(MULTIPART_THRESHOLD_BYTES=str(5 * MIB))
+    bucket = world.bucket("race-bucket")
+    world.map(bucket, "t/", world.key("t"), dsse=True)
+    world.s3.put_object(Bucket=bucket, Key="t/big", Body=b"o" * (11 * MIB))  # parts 1-3
+    copying: set[int] = set()
+    still_copying_at_abort = []
+
+    def part_starts(params, context, **_):
+        if params["PartNumber"] == 1:
+            raise aws_error("SlowDown", 503, "UploadPartCopy")
+        context["part"] = params["PartNumber"]
+        copying.add(params["PartNumber"])
+        time.sleep(0.2)  # parts 2 and 3 are still copying when part 1 fails
+
+    handler.s3.meta.events.register("before-parameter-build.s3.UploadPartCopy", part_starts)
+    handler.s3.meta.events.register("after-call.s3.UploadPartCopy",
+                                    lambda context, **_: copying.discard(context["part"]))
+    handler.s3.meta.events.register("before-call.s3.AbortMultipartUpload",
+                                    lambda **_: still_copying_at_abort.append(set(copying)))
+    event = world.event()
+    assert handler.handler(event, LambdaContext()) == {
+        "batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]
+    }
+    # S3 may still accept a part copied during the abort, and bill it: abort after them.
+    assert still_copying_at_abort == [set()]
     assert world.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
