@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from ops import moto_patches
-from tests.conftest import LambdaContext, aws_error, failing
+from tests.conftest import LambdaContext, aws_error, failing, sqs_event
 
 MIB = 1024**2
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
@@ -163,15 +163,17 @@ def test_multipart_copy_keeps_a_full_object_checksum_type(world, load_handler):
     assert world.s3.get_object(Bucket=bucket, Key="t/big")["Body"].read() == body
 
 
-def test_object_lock_retention_and_legal_hold_are_reapplied(world, load_handler):
-    handler = load_handler()
+@pytest.mark.parametrize(("threshold", "size"), [(None, 6), (5 * MIB, 6 * MIB)], ids=["copy", "multipart"])
+def test_object_lock_retention_and_legal_hold_are_reapplied(world, load_handler, threshold, size):
+    handler = load_handler(**({"MULTIPART_THRESHOLD_BYTES": str(threshold)} if threshold else {}))
     bucket = world.bucket("locked-bucket", object_lock=True)
     world.map(bucket, "t/", world.key("t"))
     until = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    body = b"ledger" * (size // 6)
     old = world.s3.put_object(
         Bucket=bucket,
         Key="t/ledger",
-        Body=b"ledger",
+        Body=body,
         ObjectLockMode="GOVERNANCE",
         ObjectLockRetainUntilDate=until,
         ObjectLockLegalHoldStatus="ON",
@@ -179,12 +181,12 @@ def test_object_lock_retention_and_legal_hold_are_reapplied(world, load_handler)
     assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
     (row,) = world.log_rows()
     # Object Lock forbids the in-place update, so a copy makes a new, locked version.
-    assert row["method"] == "copy" and row["old_version"] == "kept"
+    assert row["method"] == ("multipart-copy" if threshold else "copy") and row["old_version"] == "kept"
     new = row["new_version_id"]
     after = snapshot(world, bucket, "t/ledger", new)
     assert after["sse"] == ("aws:kms", world.keys["t"])
     assert after["lock"] == ("GOVERNANCE", until, "ON")
-    assert after["body"] == b"ledger"
+    assert after["body"] == body
     versions = {v["VersionId"] for v in world.s3.list_object_versions(Bucket=bucket)["Versions"]}
     assert versions == {old, new}
 
@@ -397,6 +399,15 @@ def alert_inbox(world):
         return [m["Body"] for m in msgs]
 
     return topic, read
+
+
+def test_malformed_message_is_a_batch_failure_and_an_alert(world, load_handler, alert_inbox):
+    topic, read_alerts = alert_inbox
+    handler = load_handler(ALERT_TOPIC_ARN=topic)
+    event = sqs_event([{"MessageId": "m-bad", "ReceiptHandle": "r", "Body": "not json"}], world.queue_arn)
+    assert handler.handler(event, LambdaContext()) == {"batchItemFailures": [{"itemIdentifier": "m-bad"}]}
+    (alert,) = read_alerts()
+    assert "malformed message" in alert and "message m-bad" in alert and "body is not JSON" in alert
 
 
 def test_sse_c_objects_alert_once_per_bucket_and_are_not_retried(world, load_handler, alert_inbox):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote_plus
 
 import pytest
@@ -98,6 +99,44 @@ def test_odd_keys_round_trip_through_real_notifications(world, seed, load_handle
     h = head(world, seed, key)
     assert (h["ServerSideEncryption"], h["SSEKMSKeyId"]) == ("aws:kms", world.keys["key1"])
     assert [r["s3_object_path"] for r in world.log_rows()] == [f"s3://{seed}/{key}"]
+
+
+def test_wrong_kms_key_is_logged_with_the_original_reason(world, seed, load_handler):
+    handler = load_handler()
+    other = world.key("other")
+    world.s3.put_object(Bucket=seed, Key="prefix1/x", Body=BODY, ServerSideEncryption="aws:kms", SSEKMSKeyId=other)
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    (row,) = world.log_rows()
+    assert row["action_reason"] == f"Incorrect KMS key. Was {other} whereas it should have been {world.keys['key1']}"
+    assert (row["current_sse_type"], row["current_kms_key_arn"]) == ("aws:kms", other)
+    assert head(world, seed, "prefix1/x")["SSEKMSKeyId"] == world.keys["key1"]
+
+
+@pytest.mark.parametrize("rekey_method", ["auto", "copy"])
+@pytest.mark.parametrize("bucket_key", [False, None], ids=["bucket-key-off", "bucket-key-default"])
+def test_mapping_bucket_key_setting_reaches_the_object(world, load_handler, rekey_method, bucket_key):
+    handler = load_handler(REKEY_METHOD=rekey_method)
+    bucket = world.bucket("bucket-key")
+    extra = {} if bucket_key is None else {"bucket_key_enabled": bucket_key}
+    world.map(bucket, "t/", world.key("t"), **extra)
+    world.s3.put_object(Bucket=bucket, Key="t/x", Body=BODY)
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    (row,) = world.log_rows()
+    assert row["method"] == {"auto": "update-object-encryption", "copy": "copy"}[rekey_method]
+    h = head(world, bucket, "t/x")
+    assert (h["ServerSideEncryption"], h["SSEKMSKeyId"]) == ("aws:kms", world.keys["t"])
+    assert h.get("BucketKeyEnabled", False) is (bucket_key is None)  # SSE-KMS default: on
+
+
+def test_rekey_method_and_log_retention_are_read_from_the_environment(world, seed, load_handler):
+    handler = load_handler(REKEY_METHOD="copy", LOG_RETENTION_DAYS="7")
+    world.s3.put_object(Bucket=seed, Key="prefix1/x", Body=BODY)
+    before = datetime.now(UTC)
+    assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+    (row,) = world.log_rows()
+    assert row["method"] == "copy"  # UpdateObjectEncryption would do in auto mode
+    expires = datetime.fromtimestamp(int(row["expires_at"]), UTC)
+    assert before + timedelta(days=7, seconds=-5) <= expires <= datetime.now(UTC) + timedelta(days=7, seconds=5)
 
 
 def test_versioned_bucket_update_in_place_keeps_the_version(world, load_handler):
