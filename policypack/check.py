@@ -270,8 +270,23 @@ class StackGraph:
             r.dependencies = [d for d in r.dependencies if d not in gone]
             r.property_dependencies = {k: [d for d in v if d not in gone] for k, v in r.property_dependencies.items()}
 
+    def add(self, record: Record) -> Record:
+        """Register another resource, e.g. to craft a bad stack.
+
+        In preview its outputs are what a provider previewing the create reports: the
+        computed ones unknown unless the record sets them (see :func:`preview_unknowns`).
+        """
+        if self.preview and record.custom:
+            _mark_preview_unknowns(record.type, record.outputs)
+        self.records.append(record)
+        return record
+
     def set_property(self, record: Record, key: str, value: Any, deps: list[str] | None = None) -> None:
-        """Change an input (and the matching output), e.g. to craft a bad stack."""
+        """Change an input (and the matching output), e.g. to craft a bad stack.
+
+        ``value=None`` unsets the input, as if the program never passed it; in preview
+        a property the provider computes when unset then reads as unknown.
+        """
         for bag in (record.inputs, record.outputs):
             if value is None:
                 bag.pop(key, None)
@@ -281,6 +296,8 @@ class StackGraph:
             record.property_dependencies[key] = list(deps or [])
             if value is None:
                 record.property_dependencies.pop(key, None)
+        if value is None and self.preview and record.custom:
+            _mark_preview_unknowns(record.type, record.outputs)
 
 
 def _is_unknown_value(v: Any) -> bool:
@@ -318,9 +335,9 @@ def _getter_names(cls: type | None) -> set[str]:
 def computed_names(type_token: str) -> frozenset[str]:
     """Output-only properties of a pulumi-aws resource (camelCase): its ARN, ID-derived values...
 
-    These are the ones a provider reports as unknown when it previews a create; an
-    input the program leaves unset stays absent (or takes its schema default), so it
-    is not marked unknown.
+    These are the ones a provider reports as unknown when it previews a create. Most
+    inputs the program leaves unset stay absent (or take their schema default); the
+    exceptions are in :data:`PREVIEW_UNKNOWN_WHEN_UNSET`.
     """
     m = re.match(r"^(?P<pkg>[\w-]+):(?P<mod>[\w/-]+):(?P<cls>\w+)$", type_token)
     if not m or m["pkg"] != "aws":
@@ -338,6 +355,45 @@ def computed_names(type_token: str) -> frozenset[str]:
     return frozenset()
 
 
+PREVIEW_UNKNOWN_WHEN_UNSET: Mapping[str, frozenset[str]] = {
+    # Inputs the Terraform-bridged AWS provider declares Optional+Computed: left unset,
+    # they are "known after apply" while the resource is being created, because AWS
+    # (or a separate resource such as aws.sqs.RedrivePolicy / aws.kms.KeyPolicy /
+    # aws.s3.BucketServerSideEncryptionConfiguration) fills them in. Only the ones the
+    # pack reads or that sit next to them; sources: the provider schema
+    # (`pulumi package get-schema aws`, or terraform-provider-aws resource schemas).
+    # `name`/`bucket` are Optional+Computed too, but Pulumi autonames them in Check,
+    # unless a `namePrefix`/`bucketPrefix` leaves the name to the provider (below).
+    "aws:sqs/queue:Queue": frozenset({
+        "policy", "redrivePolicy", "redriveAllowPolicy", "kmsDataKeyReusePeriodSeconds", "sqsManagedSseEnabled",
+    }),
+    "aws:kms/key:Key": frozenset({"policy", "description", "multiRegion", "rotationPeriodInDays"}),
+    "aws:s3/bucket:Bucket": frozenset({
+        "serverSideEncryptionConfiguration", "policy", "acl", "accelerationStatus", "requestPayer",
+        "objectLockEnabled",
+    }),
+    "aws:s3/bucketV2:BucketV2": frozenset({
+        "serverSideEncryptionConfigurations", "policy", "acl", "accelerationStatus", "requestPayer",
+        "objectLockEnabled",
+    }),
+}
+"""Per type: inputs a provider reports as unknown at preview of a create when the program leaves them unset."""
+
+
+def preview_unknowns(type_token: str) -> frozenset[str]:
+    """Every property of ``type_token`` that is unknown at preview of a create unless the program sets it."""
+    return computed_names(type_token) | PREVIEW_UNKNOWN_WHEN_UNSET.get(type_token, frozenset())
+
+
+def _mark_preview_unknowns(type_token: str, outputs: dict[str, Any]) -> None:
+    for name in preview_unknowns(type_token):
+        if outputs.get(name) is None:
+            outputs[name] = UNKNOWN
+    for name in ("bucket", "name"):  # the provider appends a unique suffix to the prefix at create
+        if outputs.get(f"{name}Prefix") is not None and outputs.get(name) is None:
+            outputs[name] = UNKNOWN
+
+
 # ---------------------------------------------------------------------------
 # From a mocks graph to records
 
@@ -347,8 +403,9 @@ def graph_from_mocks(mock_graph: Any, *, preview: bool | None = None) -> StackGr
 
     * custom resources: the analyzer's stack view carries *outputs* — the inputs plus
       what the provider computed. In preview the mocks compute nothing, and every
-      output-only property of the resource class (ARN, URL, key id...) is unknown,
-      as a provider reports it when it previews a create;
+      output-only property of the resource class (ARN, URL, key id...), and every
+      unset input the provider computes (:data:`PREVIEW_UNKNOWN_WHEN_UNSET`), is
+      unknown, as a provider reports it when it previews a create;
     * components: their outputs are what they registered (``register_outputs``);
     * resources without an explicit provider get the default ``aws`` provider, whose
       inputs are the stack's ``aws:*`` config (so ``provider.props["region"]`` is the
@@ -365,9 +422,7 @@ def graph_from_mocks(mock_graph: Any, *, preview: bool | None = None) -> StackGr
         elif res.custom:
             outputs = {**inputs, **{k: v for k, v in _normalize(res.outputs).items() if v is not None}}
             if preview:
-                for out_name in computed_names(res.type):
-                    if outputs.get(out_name) is None:
-                        outputs[out_name] = UNKNOWN
+                _mark_preview_unknowns(res.type, outputs)
         else:
             outputs = _normalize(res.outputs)
         provider = _provider_urn(res.provider)
@@ -531,8 +586,10 @@ def analyze_stack_request(graph: StackGraph) -> proto.AnalyzeStackRequest:
         resources.append(proto.AnalyzerResource(
             type=r.type, properties=to_struct(r.outputs), urn=r.urn, name=r.name, options=_options(r),
             parent=r.parent or "", dependencies=list(r.dependencies),
+            # The engine sends only properties that depend on something (a literal input
+            # has no entry), so "no entry" cannot tell "unset" from "set to a constant".
             propertyDependencies={k: proto.AnalyzerPropertyDependencies(urns=list(v))
-                                  for k, v in r.property_dependencies.items()},
+                                  for k, v in r.property_dependencies.items() if v},
             **kwargs,
         ))
     return proto.AnalyzeStackRequest(resources=resources)

@@ -162,6 +162,19 @@ def json_value(props: Any, key: str) -> Any:
         return None
 
 
+def provider_computed(r: PolicyResource, prop: str) -> bool:
+    """Whether ``r.prop`` is unknown only because the program left it for the provider.
+
+    The Terraform-bridged AWS provider reports an unset Optional+Computed input (a
+    queue's ``redrivePolicy``, a key's ``policy``, a bucket's inline encryption) as
+    unknown while it previews a create. An unknown the *program* passes comes from
+    another resource's output, so the engine lists that resource among the
+    property's dependencies; an unknown with none is the provider's default: AWS's
+    (no redrive policy, the default key policy, SSE-S3), or a separate resource's.
+    """
+    return is_unknown(value(r.props, prop)) and not (r.property_dependencies or {}).get(prop)
+
+
 def as_list(v: Any) -> list[Any]:
     if v is None:
         return []
@@ -953,12 +966,15 @@ def validate_key_rotation(args: StackValidationArgs, report: ReportViolation) ->
 def _dlq_of(graph: StackGraph, q: PolicyResource, run: _Run) -> tuple[Any, Any, PolicyResource]:
     """(dead-letter queue resource | UNKNOWN | None, maxReceiveCount | UNKNOWN | None, resource holding it)."""
     holder = q
-    policy = json_value(q.props, "redrivePolicy")
+    policy = None if provider_computed(q, "redrivePolicy") else json_value(q.props, "redrivePolicy")
     deps = graph.deps(q, "redrivePolicy", QUEUE)
     if policy is None:
         for rp in graph.of_type(REDRIVE_POLICY):
-            if graph.refers_to(rp, "queueUrl", q, attr="url") is True or graph.refers_to(rp, "queueUrl", q, attr="id") is True:
+            related = [graph.refers_to(rp, "queueUrl", q, attr=a) for a in ("url", "id")]
+            if True in related:
                 holder, policy, deps = rp, json_value(rp.props, "redrivePolicy"), graph.deps(rp, "redrivePolicy", QUEUE)
+            elif UNKNOWN in related and policy is None:
+                holder, policy = rp, UNKNOWN  # may be this queue's: decided once its URL is known
     if policy is None:
         return None, None, holder
     if is_unknown(policy):
@@ -1027,7 +1043,7 @@ def _topic_key_problem(graph: StackGraph, topic: PolicyResource, run: _Run) -> s
         run.defer("kmsMasterKeyId", topic)
         return None
     for key in keys:
-        policy = json_value(key.props, "policy")
+        policy = None if provider_computed(key, "policy") else json_value(key.props, "policy")
         holder = key
         if policy is None:
             for kp in graph.of_type(KMS_KEY_POLICY):
@@ -1345,13 +1361,23 @@ def validate_strict_policy(args: StackValidationArgs, report: ReportViolation) -
 # 7. bucket-default-encryption-is-kms (advisory)
 
 
+# The deprecated inline block: one object on aws.s3.Bucket, a list of them on BucketV2.
+_INLINE_SSE = ("serverSideEncryptionConfiguration", "serverSideEncryptionConfigurations")
+
+
 def _sse_rules(r: PolicyResource, prop: str) -> Any:
-    rules = plain(value(r.props, prop))
-    if is_unknown(rules):
+    """The encryption rules in ``r.prop`` (a configuration's ``rules`` or an inline block); UNKNOWN if unknown."""
+    raw = plain(value(r.props, prop))
+    rules: list[Any] = []
+    if prop in _INLINE_SSE:
+        for block in as_list(raw) if prop == _INLINE_SSE[1] else [raw]:
+            inner = block.get("rules") or block.get("rule") if isinstance(block, dict) else block
+            rules += as_list(inner) if isinstance(block, dict) or is_unknown(block) else []
+    else:
+        rules = as_list(raw)
+    if any(is_unknown(x) for x in rules):
         return UNKNOWN
-    if isinstance(rules, dict):  # the deprecated inline block on aws.s3.Bucket
-        rules = rules.get("rules") or rules.get("rule") or []
-    return [x for x in as_list(rules) if isinstance(x, dict)]
+    return [x for x in rules if isinstance(x, dict)]
 
 
 def validate_default_encryption(args: StackValidationArgs, report: ReportViolation) -> None:
@@ -1366,8 +1392,9 @@ def validate_default_encryption(args: StackValidationArgs, report: ReportViolati
         if not sources:
             # The Bucket's own (deprecated, computed) block: what S3 reported when the bucket
             # was created, so only meaningful when no separate configuration resource owns it.
-            sources = [(b, _sse_rules(b, "serverSideEncryptionConfiguration")) for b in g.buckets
-                       if value(b.props, "serverSideEncryptionConfiguration") is not None]
+            # Left to the provider, it is S3's own default (SSE-S3), however it reads at preview.
+            sources = [(b, _sse_rules(b, prop)) for b in g.buckets for prop in _INLINE_SSE
+                       if value(b.props, prop) is not None and not provider_computed(b, prop)]
         anchor = g.anchor
         if not sources:
             run.violation(
