@@ -368,6 +368,7 @@ class StackGraph:
             if r.parent is not None:
                 self.children[r.parent.urn].append(r)
         self._groups: list[BucketGroup] | None = None
+        self._bucket_tokens: dict[str, set[str]] = {}  # URN -> the bucket tokens it names (one bucket)
 
     # -- basic relations -------------------------------------------------
 
@@ -484,63 +485,114 @@ class StackGraph:
         return toks
 
     def bucket_groups(self) -> list[BucketGroup]:
-        """Resources grouped by the bucket they concern (URN, literal name, or shared integration)."""
+        """Resources grouped by the bucket they concern (URN, literal name, or shared integration).
+
+        A Bucket's URN and literal name are one bucket. A resource about exactly one
+        bucket (a mapping row, a notification, an integration's children) ties what it
+        names to that bucket and to its integration. A resource naming several buckets
+        (a user's EventRule matching two of them) joins each of their groups but never
+        merges them: one shared rule must not let an unmapped bucket pass as mapped.
+        """
         if self._groups is not None:
             return self._groups
         uf = _UnionFind()
-        members: list[tuple[str, str, Any]] = []  # (token, kind, object)
-
-        def add(kind: str, obj: Any, resource: PolicyResource, toks: set[str]) -> None:
-            integ = self.integration_of(resource)
-            if integ is not None:
-                toks = toks | {f"scope:{integ.urn}"}
-            if not toks:
-                toks = {f"self:{resource.urn}"}
-            root = uf.union(sorted(toks))
-            members.append((root, kind, obj))
-            for t in toks:
-                members.append((t, "token", t))
+        entries: list[tuple[str, Any, PolicyResource, set[str]]] = []  # (kind, object, resource, bucket tokens)
 
         for b in self.of_type(*BUCKET_TYPES):
-            toks = {f"urn:{b.urn}"}
-            name = value(b.props, "bucket")
-            if isinstance(name, str) and name:
-                toks.add(f"name:{name}")
-            add("bucket", b, b, toks)
+            entries.append(("bucket", b, b, self.bucket_identity(b)))
         for m in self.mapping_rows():
             toks = {f"urn:{b.urn}" for b in self.deps(m.resource, "item", *BUCKET_TYPES)}
             if isinstance(m.bucket, str):
                 toks.add(f"name:{m.bucket}")
-            add("mapping", m, m.resource, toks)
-        for n in self.of_type(NOTIFICATION):
-            add("notification", n, n, self._tokens(n, "bucket"))
-        for p in self.of_type(BUCKET_POLICY):
-            add("policy", p, p, self._tokens(p, "bucket"))
-        for s in self.of_type(*SSE_CONFIG_TYPES):
-            add("sse", s, s, self._tokens(s, "bucket"))
+            entries.append(("mapping", m, m.resource, toks))
+        for kind, types in (("notification", (NOTIFICATION,)), ("policy", (BUCKET_POLICY,)), ("sse", SSE_CONFIG_TYPES)):
+            for r in self.of_type(*types):
+                entries.append((kind, r, r, self._tokens(r, "bucket")))
         for rule in self.of_type(EVENT_RULE):
             toks = {f"urn:{b.urn}" for b in self.deps(rule, "eventPattern", *BUCKET_TYPES)}
             pattern = json_value(rule.props, "eventPattern")
             names = _pattern_values(pattern, "detail", "bucket", "name") if isinstance(pattern, dict) else []
             toks |= {f"name:{n}" for n in names if isinstance(n, str)}
             if toks or self.integration_of(rule) is not None:
-                add("rule", rule, rule, toks)
+                entries.append(("rule", rule, rule, toks))
         for integ in self.of_type(INTEGRATION):
-            add("integration", integ, integ, {f"scope:{integ.urn}"})
+            entries.append(("integration", integ, integ, set()))
+
+        def scope(r: PolicyResource) -> str | None:
+            if r.resource_type == INTEGRATION:
+                return f"scope:{r.urn}"
+            integ = self.integration_of(r)
+            return f"scope:{integ.urn}" if integ is not None else None
+
+        def buckets_named(toks: set[str]) -> set[str]:
+            return {uf.find(t) for t in toks}
+
+        for kind, _, _, toks in entries:
+            if kind == "bucket":
+                uf.union(sorted(toks))
+        multi: list[int] = []
+        for i, (_, _, r, toks) in enumerate(entries):
+            if len(buckets_named(toks)) > 1:
+                multi.append(i)
+                continue
+            own = toks | ({scope(r)} - {None}) or {f"self:{r.urn}"}
+            uf.union(sorted(own))  # type: ignore[arg-type]
+        attached: dict[int, set[str]] = {}
+        for i in multi:
+            _, _, r, toks = entries[i]
+            roots = buckets_named(toks)
+            if len(roots) == 1:  # the others' names and URNs turned out to be one bucket
+                uf.union(sorted(toks | ({scope(r)} - {None})))  # type: ignore[arg-type]
+            else:
+                attached[i] = roots
 
         groups: dict[str, BucketGroup] = {}
-        for token, kind, obj in members:
-            root = uf.find(token)
-            g = groups.setdefault(root, BucketGroup(key=root))
-            if kind == "token":
-                if obj.startswith("name:"):
-                    g.names.add(obj[5:])
-                continue
-            getattr(g, {"bucket": "buckets", "mapping": "mappings", "notification": "notifications",
-                        "rule": "rules", "policy": "policies", "sse": "sse_configs",
-                        "integration": "integrations"}[kind]).append(obj)
+        field_of = {"bucket": "buckets", "mapping": "mappings", "notification": "notifications", "rule": "rules",
+                    "policy": "policies", "sse": "sse_configs", "integration": "integrations"}
+        for i, (kind, obj, r, toks) in enumerate(entries):
+            if i in attached:
+                roots = {uf.find(t) for t in attached[i]}
+            else:
+                roots = {uf.find(next(iter(toks | ({scope(r)} - {None}) or {f"self:{r.urn}"})))}  # type: ignore[arg-type]
+            for root in sorted(roots):
+                g = groups.setdefault(root, BucketGroup(key=root))
+                getattr(g, field_of[kind]).append(obj)
+                if i not in attached:
+                    g.names |= {t[5:] for t in toks if t.startswith("name:")}
+                    self._bucket_tokens[r.urn] = toks
         self._groups = list(groups.values())
         return self._groups
+
+    @staticmethod
+    def bucket_identity(b: PolicyResource) -> set[str]:
+        """The tokens a Bucket resource is known by: its URN, and its name when literal."""
+        toks = {f"urn:{b.urn}"}
+        name = value(b.props, "bucket")
+        if isinstance(name, str) and name:
+            toks.add(f"name:{name}")
+        return toks
+
+    def mappings_of_bucket(self, g: BucketGroup, b: PolicyResource) -> list[MappingRow]:
+        """The rows of group ``g`` that map Bucket ``b`` itself.
+
+        A row names its bucket (URN or literal name); one that names none is the bucket's
+        when it shares an integration with a resource that names ``b``.
+        """
+        mine = self.bucket_identity(b)
+        scopes = {
+            integ.urn
+            for r in (*g.notifications, *g.policies, *g.sse_configs, *g.rules, *(m.resource for m in g.mappings))
+            if self._bucket_tokens.get(r.urn, set()) & mine and (integ := self.integration_of(r)) is not None
+        }
+        rows = []
+        for m in g.mappings:
+            names = self._bucket_tokens.get(m.resource.urn)
+            integ = self.integration_of(m.resource)
+            if names is None:
+                continue  # a row naming several buckets maps none of them for sure
+            if names & mine or (not names and integ is not None and integ.urn in scopes):
+                rows.append(m)
+        return rows
 
     def mapped_groups(self) -> list[BucketGroup]:
         return sorted((g for g in self.bucket_groups() if g.mappings), key=lambda g: g.label)
@@ -780,23 +832,45 @@ def validate_notification_routes(args: StackValidationArgs, report: ReportViolat
 # 2. bucket-has-key-mapping
 
 
+def _exempt_tag(b: PolicyResource) -> Any:
+    """The bucket's ``s3-prefix-keys:exempt`` tag: its own, else the provider's default tags.
+
+    ``tagsAll`` (tags merged with the provider's ``defaultTags``) is computed, so
+    unknown at a first preview; the provider's inputs are known then.
+    """
+    tags = plain(value(b.props, "tags"))
+    if is_unknown(tags):
+        return UNKNOWN
+    if isinstance(tags, dict) and EXEMPT_TAG in tags:
+        return tags[EXEMPT_TAG]
+    tags_all = plain(value(b.props, "tagsAll"))
+    if isinstance(tags_all, dict) and EXEMPT_TAG in tags_all:
+        return tags_all[EXEMPT_TAG]
+    if b.provider is not None:
+        defaults = plain(value(b.provider.props, "defaultTags"))
+        default_tags = defaults.get("tags") if isinstance(defaults, dict) else None
+        if isinstance(default_tags, dict) and EXEMPT_TAG in default_tags:
+            return default_tags[EXEMPT_TAG]
+    return None
+
+
 def validate_bucket_has_mapping(args: StackValidationArgs, report: ReportViolation) -> None:
     run = _Run(report)
     graph = StackGraph(args.resources)
     exempt = [p for p in as_list(_config(args).get("exemptBuckets")) if isinstance(p, str)]
     for g in graph.bucket_groups():
         for b in g.buckets:
+            if graph.mappings_of_bucket(g, b):
+                continue
             name = value(b.props, "bucket")
-            tags = plain(value(b.props, "tags")) or {}
-            tags_all = plain(value(b.props, "tagsAll")) or {}
-            tag = tags.get(EXEMPT_TAG) if isinstance(tags, dict) else None
-            if tag is None and isinstance(tags_all, dict):
-                tag = tags_all.get(EXEMPT_TAG)
+            tag = _exempt_tag(b)
             if isinstance(tag, str) and tag.lower() == "true":
                 continue
             if _glob_match(exempt, name, b.name):
                 continue
-            if g.mappings:
+            # A generated name (bucketPrefix) or unknown tags may still exempt the bucket.
+            if is_unknown(tag) or (is_unknown(name) and exempt):
+                run.defer("whether the unmapped bucket is exempt (its tags or generated name)", b)
                 continue
             shown = f" (bucket name '{name}')" if isinstance(name, str) else ""
             run.violation(
@@ -1387,6 +1461,9 @@ def validate_default_encryption(args: StackValidationArgs, report: ReportViolati
     exempt = [p for p in as_list(cfg.get("exemptBuckets")) if isinstance(p, str)]
     for g in graph.mapped_groups():
         if _glob_match(exempt, *g.names, *(b.name for b in g.buckets)):
+            continue
+        if exempt and any(is_unknown(value(b.props, "bucket")) for b in g.buckets):
+            run.defer("whether the bucket (generated name) is in exemptBuckets", *g.buckets)
             continue
         sources: list[tuple[PolicyResource, Any]] = [(s, _sse_rules(s, "rules")) for s in g.sse_configs]
         if not sources:
