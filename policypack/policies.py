@@ -659,26 +659,40 @@ def _covers_object_created(events: Any) -> Any:
     return OBJECT_CREATED_ALL in evs or evs >= OBJECT_CREATED_EACH
 
 
-def _sqs_routes(graph: StackGraph, n: PolicyResource, queues: list[PolicyResource], run: _Run) -> list[dict]:
-    """The queue configurations of notification ``n`` that deliver ObjectCreated to the enforcer."""
+def _sqs_routes(
+    graph: StackGraph, n: PolicyResource, queues: list[PolicyResource], run: _Run
+) -> tuple[list[dict], list[dict]]:
+    """The queue configurations of ``n`` that deliver ObjectCreated to the enforcer: (sure, ambiguous).
+
+    A configuration whose ``queueArn`` is unknown is related by the dependencies of
+    ``queues``, which the engine records for the property as a whole, not per entry.
+    When they name only enforcer queues every such entry goes to the enforcer, when
+    none, no entry does; when they name the enforcer queue *and* another queue of the
+    stack, which entry goes where is unknown until the ARNs are: those routes are
+    returned as ambiguous.
+    """
     configs = plain(value(n.props, "queues", []))
     if is_unknown(configs):
         run.defer("queues", n)
-        return []
-    routes = []
+        return [], []
+    sure: list[dict] = []
+    maybe: list[dict] = []
     dep_queues = {q.urn for q in graph.deps(n, "queues", QUEUE)}
+    enforcer_urns = {q.urn for q in queues}
     enforcer_arns = {value(q.props, "arn") for q in queues} - {UNKNOWN, None}
     for c in configs or []:
         if not isinstance(c, dict):
             continue
         arn = c.get("queueArn")
+        ambiguous = False
         if isinstance(arn, str):
             to_enforcer = arn in enforcer_arns
-        else:  # unknown ARN: the queues property depends on exactly the queues it names
-            to_enforcer = bool(dep_queues) and dep_queues <= {q.urn for q in queues}
-            if not to_enforcer and dep_queues & {q.urn for q in queues}:
+        else:
+            to_enforcer = bool(dep_queues) and dep_queues <= enforcer_urns
+            ambiguous = not to_enforcer and bool(dep_queues & enforcer_urns)
+            if ambiguous:
                 run.defer("which queue configuration targets the enforcement queue", n)
-        if not to_enforcer:
+        if not (to_enforcer or ambiguous):
             continue
         created = _covers_object_created(c.get("events"))
         if is_unknown(created):
@@ -691,8 +705,8 @@ def _sqs_routes(graph: StackGraph, n: PolicyResource, queues: list[PolicyResourc
         if is_unknown(prefix) or is_unknown(suffix):
             run.defer("queue configuration filters", n)
             continue
-        routes.append({"prefix": prefix, "suffix": suffix})
-    return routes
+        (maybe if ambiguous else sure).append({"prefix": prefix, "suffix": suffix})
+    return sure, maybe
 
 
 def _eventbridge_routes(
@@ -778,9 +792,12 @@ def validate_notification_routes(args: StackValidationArgs, report: ReportViolat
             )
             continue
         routes: list[dict] = []
+        ambiguous: list[dict] = []  # routes that may go to another queue (unknown ARNs)
         eventbridge_on: list[PolicyResource] = []
         for n in g.notifications:
-            routes += _sqs_routes(graph, n, queues, run)
+            sure, maybe = _sqs_routes(graph, n, queues, run)
+            routes += sure
+            ambiguous += maybe
             eb = value(n.props, "eventbridge")
             if eb is True:
                 eventbridge_on.append(n)
@@ -791,7 +808,9 @@ def validate_notification_routes(args: StackValidationArgs, report: ReportViolat
             routes += eb_routes
         if unknown_rows:
             run.defer("the mapped prefix (coverage by the notification)", *(m.resource for m in unknown_rows))
-        if not routes:
+        # A violation must hold even if every ambiguous route reaches the enforcer;
+        # what holds only without them waits for the ARNs (deferred by _sqs_routes).
+        if not routes and not ambiguous:
             names = ", ".join(describe(n) for n in g.notifications)
             if any(is_unknown(value(n.props, "queues")) for n in g.notifications):
                 pass  # deferred by _sqs_routes
@@ -814,13 +833,14 @@ def validate_notification_routes(args: StackValidationArgs, report: ReportViolat
                     "eventbridge=true with a rule targeting the queue (`notification: eventbridge`).",
                 )
             continue
-        missing = _uncovered(prefixes, routes)
+        missing = _uncovered(prefixes, routes + ambiguous)
         if missing:
-            covered = sorted({r["prefix"] for r in routes if isinstance(r["prefix"], str)})
+            covered = sorted({r["prefix"] for r in routes + ambiguous if isinstance(r["prefix"], str)})
+            at_most = "at most " if ambiguous else ""
             run.violation(
                 g.notifications[0],
                 f"{describe(g.notifications[0])} for {g.label} routes ObjectCreated events to the enforcer only for "
-                f"{', '.join(repr(p) for p in covered) or 'no prefix'}; mapped prefix(es) "
+                f"{at_most}{', '.join(repr(p) for p in covered) or 'no prefix'}; mapped prefix(es) "
                 f"{', '.join(repr(p) for p in missing)} are never enforced. Fix: add a queue configuration "
                 f"(events [{OBJECT_CREATED_ALL}], filterPrefix set to each missing prefix) targeting the enforcer "
                 "queue, or let the BucketIntegration own the notification.",

@@ -333,6 +333,54 @@ def test_eventbridge_rule_missing_a_prefix_fails(graphs):
     assert len(found) == 1 and "'b/' are never enforced" in found[0].message
 
 
+def add_queue_configuration_to(g: StackGraph, n: Record, queue: Record, prefix: str) -> None:
+    """One more queue configuration on ``n``, to ``queue``, as a program passing queue.arn would."""
+    extra = dict(n.inputs["queues"][0], filterPrefix=prefix, id="to-" + queue.name, queueArn=queue.outputs["arn"])
+    g.set_property(n, "queues", [*n.inputs["queues"], extra], deps=[*n.property_dependencies["queues"], queue.urn])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_notification_also_feeding_another_queue_of_the_stack_is_not_a_false_violation(graphs, mode):
+    # At first preview every queueArn is unknown and `queues` depends on both queues:
+    # which configuration goes where is undecidable, so the policy waits for the ARNs.
+    g = graphs("dev", mode)
+    n = demo_notification(g)
+    add_queue_configuration_to(g, n, one(g, QUEUE, "enforcer-dlq"), "other/")
+    report = run(g, P.bucket_notification_routes_to_enforcer)
+    assert violations(report) == []
+    if mode == "first-preview":
+        assert f"which queue configuration targets the enforcement queue of {NOTIFICATION} '{n.name}'" in deferred(report)
+    else:
+        assert report.diagnostics == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ambiguous_routes_still_fail_when_no_reading_covers_a_prefix(graphs, mode):
+    # Even counting every ambiguous configuration as the enforcer's, prefix2/ and
+    # prefix3/ are not covered: provable at first preview too.
+    g = graphs("dev", mode)
+    n = demo_notification(g)
+    g.set_property(n, "queues", [c for c in n.inputs["queues"] if c["filterPrefix"] == "prefix1/"])
+    add_queue_configuration_to(g, n, one(g, QUEUE, "enforcer-dlq"), "other/")
+    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    assert [(v.resource_type, v.resource_name) for v in found] == [(NOTIFICATION, n.name)]
+    assert "'prefix2/', 'prefix3/' are never enforced" in found[0].message
+    # After `pulumi up` the DLQ's configuration is known not to be the enforcer's.
+    covered = "at most 'other/', 'prefix1/'" if mode == "first-preview" else "'prefix1/'"
+    assert f"to the enforcer only for {covered}; mapped prefix(es)" in found[0].message
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_notification_only_to_another_queue_of_the_stack_sends_nothing(graphs, mode):
+    # `queues` depends only on the DLQ: unambiguous even with unknown ARNs.
+    g = graphs("dev", mode)
+    n = demo_notification(g)
+    dlq = one(g, QUEUE, "enforcer-dlq")
+    g.set_property(n, "queues", [dict(c, queueArn=dlq.outputs["arn"]) for c in n.inputs["queues"]], deps=[dlq.urn])
+    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    assert len(found) == 1 and "sends nothing to the enforcer" in found[0].message
+
+
 # ---------------------------------------------------------------------------
 # 2. bucket-has-key-mapping
 
