@@ -298,7 +298,9 @@ class BucketGroup:
     @property
     def anchor(self) -> PolicyResource | None:
         """The resource a bucket-level violation is reported against."""
-        for group in (self.buckets, self.notifications, [m.resource for m in self.mappings], self.integrations):
+        # What the user declared (the Bucket, else its BucketIntegration, else a hand-written
+        # mapping row) before a generated child such as the notification.
+        for group in (self.buckets, self.integrations, [m.resource for m in self.mappings], self.notifications):
             if group:
                 return group[0]
         return None
@@ -770,19 +772,38 @@ def validate_notification_routes(args: StackValidationArgs, report: ReportViolat
     run = _Run(report)
     graph = StackGraph(args.resources)
     queues = graph.enforcer_queues()
+    external = [p for p in as_list(_config(args).get("externalNotificationBuckets")) if isinstance(p, str)]
     for g in graph.mapped_groups():
         anchor = g.anchor
         prefixes, unknown_rows = g.mapped_prefixes()
         mapped = ", ".join(f"'{p}'" for p in prefixes) or "its mapped prefixes"
         if not g.notifications:
-            run.violation(
-                anchor,
-                f"{g.label} has prefix key mappings ({mapped}; {g.mapped_by}) but no {NOTIFICATION}, so no "
-                "ObjectCreated event ever reaches the enforcer and its objects are never re-keyed. "
-                "Fix: keep `notification: sqs` (the default) so the BucketIntegration creates the notification; "
-                "if the bucket's notification is owned by another stack, add `eventbridge = true` there and set "
-                f"`pulumi config set --path '{NAMESPACE}:buckets.<bucket>.notification' eventbridge`.",
-            )
+            # Another owner's notification configuration is out of this stack's sight.
+            if _glob_match(external, *g.names, *(b.name for b in g.buckets)):
+                continue
+            if external and any(is_unknown(value(b.props, "bucket")) for b in g.buckets):
+                run.defer("whether the bucket (generated name) is in externalNotificationBuckets", *g.buckets)
+                continue
+            route = ("route ObjectCreated events to the enforcement queue (a queue configuration per mapped "
+                     "prefix, or `eventbridge = true` with `notification: eventbridge`)")
+            head = f"{g.label} has prefix key mappings ({mapped}; {g.mapped_by}) but no {NOTIFICATION} in this stack"
+            if any(value(i.props, "manageNotification") is False for i in g.integrations):
+                message = (
+                    f"{head}: its BucketIntegration has `manageNotification: false`, so the notification "
+                    "configuration is owned outside this stack, where this policy cannot check that ObjectCreated "
+                    f"events reach the enforcer. Fix: have that owner {route}, then list the bucket in this policy's "
+                    "`externalNotificationBuckets` config; or drop `manageNotification: false` so the "
+                    "BucketIntegration owns the notification."
+                )
+            else:
+                message = (
+                    f"{head}, so no ObjectCreated event reaches the enforcer and its objects are never re-keyed. "
+                    "Fix: keep the default (`manageNotification: true`) so the BucketIntegration creates the "
+                    "notification. If the bucket's notification configuration is owned outside this stack, set "
+                    f"`pulumi config set --path '{NAMESPACE}:buckets.<bucket>.manageNotification' false`, have its "
+                    f"owner {route}, and list the bucket in this policy's `externalNotificationBuckets` config."
+                )
+            run.violation(anchor, message)
             continue
         if not queues:
             run.violation(
@@ -1558,9 +1579,16 @@ bucket_notification_routes_to_enforcer = StackValidationPolicy(
     "enforcement queue.",
     validate=validate_notification_routes,
     enforcement_level=EnforcementLevel.MANDATORY,
+    config_schema=PolicyConfigSchema(properties={"externalNotificationBuckets": {
+        **_EXEMPT_SCHEMA,
+        "description": "Glob patterns (bucket name or Pulumi resource name) of mapped buckets whose notification "
+        "configuration is owned outside this stack (`manageNotification: false`): they pass without a "
+        "BucketNotification in the stack; one in the stack is still checked.",
+    }}),
     remediation_steps="Keep `notification: sqs` (default) so BucketIntegration owns a BucketNotification with one "
     "queue configuration per mapped prefix, or set `notification: eventbridge` and `eventbridge = true` on the "
-    "bucket's existing notification. A notification owned elsewhere must cover every mapped prefix.",
+    "bucket's existing notification. A notification owned outside the stack (`manageNotification: false`) must "
+    "cover every mapped prefix; list its bucket in `externalNotificationBuckets`.",
 )
 
 bucket_has_key_mapping = StackValidationPolicy(

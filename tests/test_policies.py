@@ -74,6 +74,9 @@ def graphs(dev_config) -> Callable[..., StackGraph]:
         "tenant": _tenant_config(dev_config, strict=True, defaultKmsKeyArn=KEY_DEFAULT),
         "tenant-plain": _tenant_config(dev_config),
         "tenant-eventbridge": _tenant_config(dev_config, notification="eventbridge"),
+        # The bucket's notification configuration belongs to another tool.
+        "tenant-external": _tenant_config(dev_config, manageNotification=False),
+        "tenant-external-eventbridge": _tenant_config(dev_config, notification="eventbridge", manageNotification=False),
     }
     cache: dict[tuple[str, str], StackGraph] = {}
 
@@ -159,6 +162,7 @@ def test_pack_has_the_specified_policies_with_kinds_levels_and_remediation():
         assert p.description and p.remediation_steps, p.name
     schemas = {p.name: set(p.config_schema.properties) for p in P.POLICIES if p.config_schema}
     assert schemas == {
+        "bucket-notification-routes-to-enforcer": {"externalNotificationBuckets"},
         "bucket-has-key-mapping": {"exemptBuckets"},
         "enforcer-delivery-is-resilient": {"minMaxReceiveCount", "visibilityMultiplier"},
         "bucket-default-encryption-is-kms": {"exemptBuckets"},
@@ -266,9 +270,12 @@ def test_missing_notification_fails(graphs, mode):
     v = found[0]
     assert v.level == "mandatory"
     assert (v.resource_type, v.resource_name) == (BUCKET, "demo-demo")
-    assert f"no {NOTIFICATION}" in v.message
+    assert f"no {NOTIFICATION} in this stack" in v.message
     assert "'prefix1/', 'prefix2/', 'prefix3/'" in v.message
-    assert "notification: sqs" in v.message  # how to fix it
+    # How to fix it, including for a notification configuration owned elsewhere.
+    assert "`manageNotification: true`" in v.message
+    assert "buckets.<bucket>.manageNotification' false" in v.message
+    assert "`externalNotificationBuckets`" in v.message
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -379,6 +386,51 @@ def test_notification_only_to_another_queue_of_the_stack_sends_nothing(graphs, m
     g.set_property(n, "queues", [dict(c, queueArn=dlq.outputs["arn"]) for c in n.inputs["queues"]], deps=[dlq.urn])
     found = violations(run(g, P.bucket_notification_routes_to_enforcer))
     assert len(found) == 1 and "sends nothing to the enforcer" in found[0].message
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_external_notification_bucket_passes_only_when_listed(graphs, mode):
+    # manageNotification: false: the stack registers no notification for the bucket.
+    for kind in ("tenant-external", "tenant-external-eventbridge"):
+        g = graphs(kind, mode)
+        assert not [r for r in g.records if r.type == NOTIFICATION and TENANT in r.name]
+        found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+        assert len(found) == 1 and f"bucket '{TENANT}'" in found[0].message
+        assert "its BucketIntegration has `manageNotification: false`" in found[0].message
+        assert "`externalNotificationBuckets`" in found[0].message
+        # Reported on the integration: the bucket is not created in this stack.
+        assert (found[0].resource_type, found[0].resource_name) == (P.INTEGRATION, TENANT)
+        for pattern in (TENANT, "tenant-*"):
+            report = run(g, P.bucket_notification_routes_to_enforcer, {"externalNotificationBuckets": [pattern]})
+            assert report.diagnostics == [], pattern
+        assert violations(run(g, P.bucket_notification_routes_to_enforcer, {"externalNotificationBuckets": ["other"]}))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_external_notification_bucket_with_a_notification_in_the_stack_is_still_checked(graphs, mode):
+    g = graphs("tenant-plain", mode)
+    n = one(g, NOTIFICATION, TENANT)
+    g.set_property(n, "queues", [c for c in n.inputs["queues"] if c["filterPrefix"] == "a/"])
+    found = violations(run(g, P.bucket_notification_routes_to_enforcer, {"externalNotificationBuckets": ["tenant-*"]}))
+    assert len(found) == 1 and "'b/' are never enforced" in found[0].message
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_external_notification_match_on_a_generated_bucket_name(graphs, mode):
+    # The demo buckets' names come from bucketPrefix: known after `pulumi up`, not at
+    # a first preview, where a name glob can neither exempt nor condemn them.
+    g = graphs("dev", mode)
+    g.remove(demo_notification(g).urn)
+    settings = {"externalNotificationBuckets": ["s3-prefix-keys-demo-*"]}
+    report = run(g, P.bucket_notification_routes_to_enforcer, settings)
+    assert violations(report) == []
+    if mode == "first-preview":
+        assert "whether the bucket (generated name) is in externalNotificationBuckets of " \
+               f"{BUCKET} 'demo-demo'" in deferred(report)
+    else:
+        assert report.diagnostics == []
+    # The Pulumi resource name is known in both modes.
+    assert run(g, P.bucket_notification_routes_to_enforcer, {"externalNotificationBuckets": ["demo-demo"]}).diagnostics == []
 
 
 # ---------------------------------------------------------------------------

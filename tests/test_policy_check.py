@@ -95,8 +95,9 @@ def test_advisory_violations_do_not_fail(tmp_path):
 """)
     result = offline("--stack", "test", "--stack-file", str(stack))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[advisory]  bucket-default-encryption-is-kms  (aws:s3/bucketNotification:BucketNotification: " \
-           "tenant-data-notification)" in result.stdout
+    # Reported on the bucket's integration: the bucket itself is not created in this stack.
+    assert "[advisory]  bucket-default-encryption-is-kms  (s3-prefix-keys:index:BucketIntegration: " \
+           "tenant-data)" in result.stdout
     assert "bucket 'tenant-data'" in result.stdout and "[mandatory]" not in result.stdout
 
 
@@ -135,15 +136,36 @@ def test_run_check_is_the_library_entry_point(tmp_path):
     assert sum(1 for level in report.levels.values() if level != "disabled") == 1
 
 
+PROD_EXAMPLE = ROOT / "Pulumi.prod.yaml.example"
+EXTERNAL = "acme.analytics.exports"  # manageNotification: false in the example
+
+
 @pytest.mark.parametrize("first_preview", [False, True], ids=["up", "first-preview"])
-def test_prod_example_meets_every_mandatory_policy(first_preview):
+def test_prod_example_meets_every_mandatory_policy(tmp_path, first_preview):
     # Two config buckets: one strict (its bucket policy is checked against the mapping),
-    # one on EventBridge with default encryption. The strict one keeps SSE-S3 as its
+    # one on EventBridge with default encryption, whose notification configuration is
+    # another tool's: the CI policy config says so. The strict one keeps SSE-S3 as its
     # default, which the advisory policy points out.
-    report = check.run_check("prod", check.DEFAULT_CONFIG, first_preview, stack_file=ROOT / "Pulumi.prod.yaml.example")
+    policy_config = check.load_policy_config(check.DEFAULT_CONFIG)
+    policy_config["bucket-notification-routes-to-enforcer"]["externalNotificationBuckets"] = [EXTERNAL]
+    config = write_config(tmp_path, policy_config)
+    report = check.run_check("prod", config, first_preview, stack_file=PROD_EXAMPLE)
     assert report.exit_code == 0 and report.mandatory == []
     advisories = [d for d in report.advisory if not d.message.startswith("can't run policy")]
-    assert [(d.policy, d.resource_name) for d in advisories] == [
-        ("bucket-default-encryption-is-kms", "acme-tenant-data-notification")
+    assert [(d.policy, d.resource_type, d.resource_name) for d in advisories] == [
+        ("bucket-default-encryption-is-kms", "s3-prefix-keys:index:BucketIntegration", "acme-tenant-data")
     ]
     assert "bucket 'acme-tenant-data'" in advisories[0].message
+
+
+@pytest.mark.parametrize("first_preview", [False, True], ids=["up", "first-preview"])
+def test_external_notification_bucket_fails_until_listed_in_the_policy_config(first_preview):
+    result = offline("--stack", "prod", "--stack-file", str(PROD_EXAMPLE), *(["--first-preview"] if first_preview else []))
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = result.stdout
+    assert ("        - [mandatory]  bucket-notification-routes-to-enforcer  "
+            f"(s3-prefix-keys:index:BucketIntegration: {EXTERNAL})\n") in out
+    assert f"bucket '{EXTERNAL}' has prefix key mappings ('tenant-a/', 'tenant-c/reports/'" in out
+    assert "its BucketIntegration has `manageNotification: false`" in out
+    assert "list the bucket in this policy's `externalNotificationBuckets` config" in out
+    assert "Result: 1 mandatory" in out
