@@ -458,7 +458,7 @@ def audit_command(
     versions: Annotated[
         bool, typer.Option("--versions", help="Judge every version (ListObjectVersions), not just current objects.")
     ] = False,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="table, json or csv.")] = OutputFormat.TABLE,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="table (the first --limit offenders) or json/csv (every offender).")] = OutputFormat.TABLE,
     stack: sources.StackOption = None,
     mapping_table: sources.MappingTableOption = None,
     endpoint_url: sources.EndpointOption = None,

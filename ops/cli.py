@@ -19,6 +19,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ops import deploy, stack_config
@@ -32,7 +33,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-mappings_app = typer.Typer(help="List, add or remove prefix -> KMS key mappings in Pulumi.<stack>.yaml.",
+mappings_app = typer.Typer(help="List, add or remove prefix -> KMS key mappings in the stack's config "
+                           "(pulumi config when the CLI is installed, else Pulumi.<stack>.yaml).",
                            no_args_is_help=True)
 app.add_typer(mappings_app, name="mappings")
 
@@ -47,19 +49,38 @@ def console(stderr: bool = False) -> Console:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    console(stderr=True).print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is data (config keys like prefixes["a/"], engine output): never markup.
+    console(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+# The commands that call AWS themselves. The others would silently ignore the global
+# --endpoint-url/--region: deploys take the region from the stack's aws:region and
+# their endpoints from the aws provider, the sandbox serves its own endpoint (--port).
+AWS_COMMANDS = ("audit", "backfill")
 
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     endpoint_url: Annotated[
         str | None,
-        typer.Option("--endpoint-url", help="AWS endpoint for every AWS-talking command, e.g. the sandbox's "
-                     "http://127.0.0.1:4566 (a command's own --endpoint-url wins)."),
+        typer.Option("--endpoint-url", help="AWS endpoint for audit and backfill, e.g. the sandbox's "
+                     "http://127.0.0.1:4566 (the command's own --endpoint-url wins)."),
     ] = None,
-    region: Annotated[str | None, typer.Option("--region", help="AWS region for every AWS-talking command.")] = None,
+    region: Annotated[
+        str | None,
+        typer.Option("--region", help="AWS region for audit and backfill (the command's own --region wins)."),
+    ] = None,
 ) -> None:
+    if (endpoint_url or region) and ctx.invoked_subcommand not in AWS_COMMANDS:
+        given = [name for name, value in (("--endpoint-url", endpoint_url), ("--region", region)) if value]
+        verb, pronoun = ("apply", "them") if len(given) > 1 else ("applies", "it")
+        fail(
+            f"{' and '.join(given)} {verb} to {' and '.join(AWS_COMMANDS)}, the commands that call AWS themselves; "
+            f"`{ctx.invoked_subcommand}` would ignore {pronoun}. A deployment's region is the stack's aws:region "
+            "(`pulumi config set aws:region ...`); the sandbox serves its own endpoint (--port)."
+        )
     # botocore reads these for every client that is not given its own values, so the
     # global options reach audit and backfill without each command re-declaring them.
     if endpoint_url:
@@ -188,7 +209,8 @@ def outputs(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outputs as one JSON object.")] = False,
     show_secrets: Annotated[bool, typer.Option("--show-secrets", help="Print secret outputs in clear.")] = False,
 ) -> None:
-    """The stack's outputs (table names, queue, function, demo buckets and keys...)."""
+    """The deployed stack's outputs through the Automation API (table names, queue, function, demo buckets
+    and keys...)."""
     try:
         deploy.check_pulumi_cli()
         values = deploy.stack_outputs(stack, deploy.PROJECT_ROOT)

@@ -5,6 +5,7 @@ AWS options."""
 from __future__ import annotations
 
 import difflib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -74,6 +75,17 @@ def test_every_command_is_registered():
     assert result.exit_code == 0 and "--versions" in result.output and "--endpoint-url" in result.output
 
 
+def test_every_help_renders_and_the_aws_commands_take_endpoint_and_region():
+    groups = {"mappings": ["list", "add", "remove"]}
+    commands = [[c.name or c.callback.__name__] for c in app.registered_commands]
+    commands += [[group, sub] for group, subs in groups.items() for sub in subs]
+    for command in commands:
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "250"})
+        assert result.exit_code == 0, (command, result.output)
+        takes_aws_options = "--endpoint-url" in result.output and "--region" in result.output
+        assert takes_aws_options == (command[0] in cli.AWS_COMMANDS), command
+
+
 def test_no_arguments_prints_help_and_usage_error_exits_2():
     result = invoke()
     assert "sandbox" in result.output and "mappings" in result.output
@@ -86,11 +98,30 @@ def test_global_endpoint_and_region_reach_every_aws_client(project, monkeypatch)
     for name in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION"):
         monkeypatch.setenv(name, "placeholder")
         monkeypatch.delenv(name)
-    result = invoke("--endpoint-url", "http://127.0.0.1:4599", "--region", "eu-west-1", "mappings", "list")
-    assert result.exit_code == 0, result.output
+    # A bucket the dev stack does not map: audit stops with exit 2 before calling AWS.
+    result = invoke("--endpoint-url", "http://127.0.0.1:4599", "--region", "eu-west-1", "audit",
+                    "--bucket", "unmapped-bucket")
+    assert result.exit_code == 2 and "has no prefix mappings" in result.output
     s3 = boto3.client("s3")
     assert s3.meta.endpoint_url == "http://127.0.0.1:4599"
     assert s3.meta.region_name == "eu-west-1"
+
+
+# Arguments that end a command quickly should it ever run: a regression fails, not hangs.
+@pytest.mark.parametrize("command", [["up"], ["preview"], ["destroy"], ["outputs"], ["sandbox", "--port", "0"],
+                                     ["mappings", "list"], ["policy-check", "--stack", "no-such-stack"]],
+                         ids=" ".join)
+@pytest.mark.parametrize("options", [["--endpoint-url", "http://127.0.0.1:4599"], ["--region", "eu-west-1"]],
+                         ids=lambda o: o[0])
+def test_global_aws_options_are_refused_where_they_would_be_ignored(project, monkeypatch, command, options):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    ran = []
+    monkeypatch.setattr(deploy, "check_pulumi_cli", lambda *a, **k: ran.append(command))
+    result = invoke(*options, *command)
+    assert result.exit_code == 2, result.output
+    assert f"{options[0]} applies to audit and backfill" in " ".join(result.output.split())
+    assert f"`{command[0]}` would ignore it" in " ".join(result.output.split())
+    assert ran == [] and "AWS_ENDPOINT_URL" not in os.environ
 
 
 # ---------------------------------------------------------------------------
@@ -265,6 +296,16 @@ def test_remove_one_of_several_prefixes_keeps_the_rest(project):
         "bucketKey: false",
     ]
     assert sorted(load_stack_file(path).buckets["acme.analytics.exports"].prefixes) == ["tenant-a/"]
+
+
+def test_error_messages_are_printed_as_text_not_markup(project, monkeypatch):
+    def broken(*args, **kwargs):
+        raise MappingError("s3-prefix-keys:buckets.b-b.prefixes[bold] is [/] odd")
+
+    monkeypatch.setattr(stack_config, "list_mappings", broken)
+    result = invoke("mappings", "list")
+    assert result.exit_code == 2
+    assert "s3-prefix-keys:buckets.b-b.prefixes[bold] is [/] odd" in result.output
 
 
 def test_missing_stack_file_exits_2(project):

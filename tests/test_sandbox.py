@@ -287,6 +287,14 @@ def test_audit_and_backfill_reach_the_endpoint_and_region_given_after_the_comman
     assert without_region.exit_code == 2
     assert "does not exist in this account/region" in " ".join(without_region.output.split())
 
+    # The same options before the command (they go through the environment: set, then
+    # delete, so that monkeypatch removes what the CLI sets).
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "placeholder")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    global_form = CliRunner().invoke(app, [*target[4:], "audit", *target[:4], "--format", "json"])
+    assert global_form.exit_code == 1, global_form.output
+    assert json.loads(global_form.stdout)["offenders"] == doc["offenders"]
+
 
 def test_port_in_use_is_refused_before_anything_starts():
     with socket.socket() as listener:
