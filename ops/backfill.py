@@ -670,9 +670,11 @@ def backfill_command(
     function_arn: Annotated[str | None, typer.Option("--function-arn", help="Enforcer Lambda ARN (LambdaInvoke jobs).")] = None,
     role_arn: Annotated[str | None, typer.Option("--role-arn", help="IAM role the jobs run as.")] = None,
     report_bucket: Annotated[str | None, typer.Option("--report-bucket", help="Bucket for completion reports.")] = None,
-    report_prefix: Annotated[str, typer.Option("--report-prefix")] = "s3-prefix-keys/batch-operations",
+    report_prefix: Annotated[
+        str, typer.Option("--report-prefix", help="Key prefix in --report-bucket for reports and generated manifests.")
+    ] = "s3-prefix-keys/batch-operations",
     report_scope: Annotated[str, typer.Option("--report-scope", help="AllTasks or FailedTasksOnly.")] = "AllTasks",
-    priority: Annotated[int, typer.Option("--priority", min=0)] = 10,
+    priority: Annotated[int, typer.Option("--priority", min=0, help="Job priority; higher runs first.")] = 10,
     confirmation_required: Annotated[
         bool, typer.Option("--confirmation-required/--no-confirmation-required",
                            help="Jobs wait for an explicit go (default) or start at once.")
@@ -680,12 +682,21 @@ def backfill_command(
     inventory_manifest: Annotated[
         str | None, typer.Option("--inventory-manifest", help="s3://…/manifest.json of an S3 Inventory (CSV).")
     ] = None,
-    inventory_manifest_etag: Annotated[str | None, typer.Option("--inventory-manifest-etag")] = None,
+    inventory_manifest_etag: Annotated[
+        str | None, typer.Option("--inventory-manifest-etag", help="ETag of that manifest (default: read from S3).")
+    ] = None,
     update_encryption_jobs: Annotated[
         bool, typer.Option("--update-encryption-jobs",
                            help="Also an S3UpdateObjectEncryption job per prefix where that is provably enough.")
     ] = False,
-    account_id: Annotated[str | None, typer.Option("--account-id", help="Default: from STS.")] = None,
+    account_id: Annotated[
+        str | None, typer.Option("--account-id", help="Account that runs the jobs (default: the caller's, from STS).")
+    ] = None,
+    bucket_owner_account_id: Annotated[
+        str | None, typer.Option("--bucket-owner-account-id",
+                                 help="Account that owns --bucket, when not --account-id: decides whether "
+                                      "UpdateObjectEncryption jobs can use the mapped keys.")
+    ] = None,
     run_id: Annotated[str, typer.Option("--run-id", help="Change it to create new jobs for the same prefixes.")] = "",
     status: Annotated[bool, typer.Option("--status", help="Show Batch Operations jobs and completion reports.")] = False,
     job_id: Annotated[str | None, typer.Option("--job-id", help="With --status: only this job.")] = None,
@@ -715,6 +726,7 @@ def backfill_command(
                     priority=priority, confirmation_required=confirmation_required,
                     inventory_manifest=inventory_manifest, inventory_manifest_etag=inventory_manifest_etag,
                     update_encryption_jobs=update_encryption_jobs, run_id=run_id,
+                    bucket_owner_account_id=bucket_owner_account_id,
                 ),
             )
             raise typer.Exit(0)

@@ -415,6 +415,20 @@ def test_command_dry_run_prints_why_a_cross_account_key_gets_no_update_encryptio
     assert not any("/x/ S3UpdateObjectEncryption" in d for d in descriptions)
 
 
+def test_command_bucket_owner_account_decides_which_keys_get_an_update_encryption_job(stubbed_cli, world):
+    run, _ = stubbed_cli
+    world.map(BUCKET, "x/", FOREIGN_KEY)
+    result = run("--bucket", BUCKET, "--mapping-table", "mapping", "--batch-operations", "--dry-run",
+                 "--function-arn", FUNCTION, "--role-arn", ROLE, "--report-bucket", "ops-reports",
+                 "--update-encryption-jobs", "--bucket-owner-account-id", OTHER_ACCOUNT)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout[result.stdout.index("{"):])
+    descriptions = [r["Description"] for r in doc["CreateJob requests"]]
+    # The bucket is the other account's: its key fits, this account's key (a/) does not.
+    assert f"s3-prefix-keys backfill s3://{BUCKET}/x/ S3UpdateObjectEncryption" in descriptions
+    assert not any("/a/ S3UpdateObjectEncryption" in d for d in descriptions)
+
+
 def test_command_status_shows_jobs_and_report(stubbed_cli, world):
     run, stub = stubbed_cli
     stub_listing(stub)
