@@ -69,6 +69,12 @@ and the patch should be deleted.
       InvalidArgument "The retain until date must be in the
       future!". moto 5.2.5 stores it, so the object is born with a
       lapsed retention.
+10    The null version (UserGuide "AddingObjectstoVersionSuspended-   test_gap10_head_null_version_of_unversioned_bucket
+      Buckets", API_HeadObject): HEAD ?versionId=null in a bucket
+      that was never versioned answers the object (its version is
+      the null version), or 404 when there is none. EventBridge
+      events carry "version-id": "null" for such objects. moto 5.2.5
+      answers 400 before it looks the key up (GET already works).
 ====  ===========================================================  ===========================================
 
 Test seam: :func:`commit_hook` runs ``fn(bucket, key)`` inside CopyObject and
@@ -124,6 +130,8 @@ PATCHES: dict[int, tuple[str, tuple[str, ...]]] = {
     8: ("UserGuide ServerSideEncryptionCustomerKeys (SSE-C)", ("test_gap8_sse_c_object_readable_without_key",)),
     9: ("API_PutObject, API_CopyObject, API_CreateMultipartUpload (x-amz-object-lock-retain-until-date)",
         ("test_gap9_past_retain_until_date_accepted",)),
+    10: ("UserGuide AddingObjectstoVersionSuspendedBuckets, API_HeadObject (versionId=null)",
+         ("test_gap10_head_null_version_of_unversioned_bucket",)),
 }
 
 _RETAIN_UNTIL_HEADER = "x-amz-object-lock-retain-until-date"
@@ -414,6 +422,9 @@ def _require_sse_c(key: Any, header: str) -> None:
 def _head_object(original: Callable[..., Any]) -> Callable[..., Any]:
     def head_object(self: S3Response, bucket_name: str, query: dict[str, Any], key_name: str,
                     headers: Any) -> Any:
+        if query.get("versionId") == ["null"] and not self.backend.get_bucket(bucket_name).is_versioned:
+            # Patch 10: never versioned, so the current object is the null version.
+            query = {name: value for name, value in query.items() if name != "versionId"}
         key = self.backend.get_object(bucket_name, key_name, version_id=query.get("versionId", [None])[0])
         if key is not None and getattr(key, _SSE_C_ATTR, None) and not headers.get(_SSE_C_HEADER):
             return 400, {}, ""  # HEAD has no body: S3 answers a bare 400 Bad Request

@@ -365,14 +365,6 @@ def provision(endpoint_url: str, config: StackConfig, names: SandboxNames) -> Pr
             rule = names.eventbridge_rule(bucket)
             events.put_rule(Name=rule, EventPattern=json.dumps(eventbridge_rule_pattern(bucket, prefixes)))
             events.put_targets(Rule=rule, Targets=[{"Id": "enforcer-queue", "Arn": queue_arn}])
-        if bucket_config.notification == "eventbridge" and lacks_null_version(s3, bucket):
-            notes.append(
-                f"{bucket} is routed through EventBridge, whose events in moto {moto_patches.MOTO_VERSION_MEASURED} "
-                'carry version-id "null" for an unversioned bucket, and moto answers HeadObject '
-                "?versionId=null there with 400 where S3 returns the null version; the enforcer reads that 400 "
-                "as SSE-C, so objects arriving this way are reported (outcome sse-c), not re-keyed, until "
-                "ops/moto_patches.py restores versionId=null"
-            )
         if bucket_config.strict or bucket_config.policy_statements or bucket_config.block_sse_c:
             notes.append(
                 f"{bucket}: strict mode, policyStatements and blockSseC are bucket policy/encryption "
@@ -396,21 +388,6 @@ def provision(endpoint_url: str, config: StackConfig, names: SandboxNames) -> Pr
         rows=rows,
         notes=notes,
     )
-
-
-def lacks_null_version(s3, unversioned_bucket: str) -> bool:
-    """Whether the emulator refuses ``versionId=null`` in an unversioned bucket.
-
-    S3 accepts it (the null version: 404 for a missing key); moto 5.2.5 answers 400
-    before it looks the key up. Probed with a key that does not exist: no write, no event.
-    """
-    from botocore.exceptions import ClientError
-
-    try:
-        s3.head_object(Bucket=unversioned_bucket, Key="s3-prefix-keys-sandbox/null-version-probe", VersionId="null")
-    except ClientError as exc:
-        return exc.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    return False
 
 
 def _queue_arn(sqs, url: str) -> str:

@@ -168,9 +168,9 @@ def list_objects(s3, bucket: str, prefixes: Iterable[str | None], versions: bool
                     for v in page.get("Versions", []):
                         version = v.get("VersionId")
                         if version == "null" and v.get("IsLatest", True):
-                            # The current object of a never-versioned bucket: HEAD it without a
-                            # version id, which every S3 implementation accepts (moto answers
-                            # 400 to versionId=null, which would read as SSE-C).
+                            # The current object is the null version: HEAD it without a version
+                            # id, the same object, which S3-compatible stores that lack
+                            # versionId=null (moto, until ops/moto_patches.py patch 10) accept too.
                             version = None
                         yield Listed(
                             ObjectRef(bucket, v["Key"], version_id=version, delivery="backfill"),

@@ -818,6 +818,32 @@ def test_gap9_past_retain_until_date_accepted(aws, unpatched):
     aws.s3.create_multipart_upload(Bucket=b, Key="m", ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=past)
 
 
+# ----------------------------------------------------------------------------- patch 10: null version
+
+
+def test_head_of_the_null_version_in_a_never_versioned_bucket(aws):
+    b = aws.bucket("nullv")
+    aws.s3.put_object(Bucket=b, Key="k", Body=b"x")
+    head = aws.s3.head_object(Bucket=b, Key="k", VersionId="null")
+    assert head["ContentLength"] == 1
+    with pytest.raises(ClientError) as missing:
+        aws.s3.head_object(Bucket=b, Key="nope", VersionId="null")
+    assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    # Other version ids still name no version there.
+    with pytest.raises(ClientError) as other:
+        aws.s3.head_object(Bucket=b, Key="k", VersionId="3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY")
+    assert other.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_gap10_head_null_version_of_unversioned_bucket(aws, unpatched):
+    """Fails when moto fixes this upstream; then delete patch 10."""
+    b = aws.bucket("gap10")
+    aws.s3.put_object(Bucket=b, Key="k", Body=b"x")
+    with pytest.raises(ClientError) as refused:
+        aws.s3.head_object(Bucket=b, Key="k", VersionId="null")
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
 # ----------------------------------------------------------------------------- server mode
 
 
