@@ -161,6 +161,24 @@ def _parse_lock(head: dict[str, Any]) -> tuple[str | None, datetime | None, bool
     )
 
 
+def _asks_for_customer_key(s3, bucket: str, key: str, version_id: str | None) -> bool:
+    """Whether HEAD's bodiless 400 was S3 asking for the SSE-C key.
+
+    An expired token or a malformed request answers HEAD with 400 too; read as SSE-C, it
+    would be alerted and never retried. A one-byte GET answers with an error body that
+    tells them apart; it is sent only after a 400, so the normal path pays nothing.
+    """
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": "bytes=0-0"}
+    if version_id:
+        kwargs["VersionId"] = version_id
+    try:
+        s3.get_object(**kwargs)["Body"].close()
+    except ClientError as exc:
+        message = exc.response.get("Error", {}).get("Message", "")
+        return error_code(exc) == "InvalidRequest" and "Server Side Encryption" in message
+    return False
+
+
 def inspect(s3, bucket: str, key: str, version_id: str | None = None) -> ObjectState:
     """One HEAD; its answer holds everything the decision and a full-fidelity copy need."""
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
@@ -173,9 +191,9 @@ def inspect(s3, bucket: str, key: str, version_id: str | None = None) -> ObjectS
         if status in (404, 405):  # 405: the version is a delete marker
             return ObjectState(bucket, key, Presence.GONE, version_id=version_id)
         if status == 400:
-            # HEAD carries no error body; for an existing key a plain 400 is S3 asking
-            # for the SSE-C customer key.
-            return ObjectState(bucket, key, Presence.SSE_C, version_id=version_id)
+            if _asks_for_customer_key(s3, bucket, key, version_id):
+                return ObjectState(bucket, key, Presence.SSE_C, version_id=version_id)
+            raise
         if status == 403:
             return ObjectState(bucket, key, Presence.ACCESS_DENIED, version_id=version_id)
         raise

@@ -463,6 +463,9 @@ def plan_backfill(
                 row.objects += objects
                 row.bytes += size
                 row.requests += pricing.untouched_requests(objects, compliant=is_compliant, update_first=fast)
+                if not is_compliant:
+                    # SSE-C: after HEAD's bodiless 400, a one-byte GET confirms it
+                    row.requests.get_head += summary.counts[Category.SSE_C]
     # One listing per folded prefix, 1,000 keys a page.
     total = pricing.Requests(list=len(prefixes) - 1 + pricing.list_requests(audit.objects))
     for row in rows.values():

@@ -20,6 +20,7 @@ from ops.audit import run_audit
 from ops.backfill import (
     DONE_OUTCOMES,
     NO_REKEY,
+    NO_REKEY_REFUSED,
     SAME_KEY,
     Checkpoint,
     backfill_command,
@@ -299,7 +300,7 @@ def test_checkpoint_of_another_bucket_is_refused(tenants, tmp_path):
 
 
 PRICE_TIER = {  # S3 operation -> the pricing.Requests field it is billed under
-    "ListObjectsV2": "list", "HeadObject": "get_head", "GetObjectAcl": "get_head", "GetObjectTagging": "get_head",
+    "ListObjectsV2": "list", "HeadObject": "get_head", "GetObject": "get_head", "GetObjectAcl": "get_head", "GetObjectTagging": "get_head",
     "CopyObject": "put_copy_post", "CreateMultipartUpload": "put_copy_post", "UploadPartCopy": "put_copy_post",
     "CompleteMultipartUpload": "put_copy_post", "UpdateObjectEncryption": "update_encryption",
     "DeleteObject": "delete",
@@ -324,6 +325,8 @@ def test_dry_run_changes_nothing_and_plans_what_the_backfill_then_spends(world, 
     for key, (extra, _, _) in sources_by_key.items():
         put_rich(world, bucket, key, **extra)
     put_rich(world, bucket, "t1/ok", ServerSideEncryption="aws:kms", SSEKMSKeyId=world.keys["k1"])
+    world.s3.put_object(Bucket=bucket, Key="t1/customer", Body=b"x", SSECustomerAlgorithm="AES256",
+                        SSECustomerKey=b"k" * 32)
     state_before = world.s3.list_object_versions(Bucket=bucket)["Versions"]
     calls = []
     world.s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
@@ -332,11 +335,14 @@ def test_dry_run_changes_nothing_and_plans_what_the_backfill_then_spends(world, 
 
     plan = plan_backfill(world.s3, mappings(world), bucket, settings=settings, inspect=inspect)
 
-    assert set(calls) <= {"ListObjectsV2", "HeadObject", "GetBucketOwnershipControls"}
+    # GetObject: one byte of the SSE-C object, after its HEAD's bodiless 400 (and
+    # HeadBucket, botocore's region redirector probing after that 400)
+    assert set(calls) <= {"ListObjectsV2", "HeadObject", "GetBucketOwnershipControls", "GetObject", "HeadBucket"}
     assert world.s3.list_object_versions(Bucket=bucket)["Versions"] == state_before  # ETags, versions, dates
     rows = {(r.prefix, r.method): r for r in plan.rows}
     expected = Counter((k[:3], str(m)) for k, (_, m, _) in sources_by_key.items())
     expected[("t1/", NO_REKEY if inspect else SAME_KEY)] += 1  # t1/ok
+    expected[("t1/", NO_REKEY if inspect else NO_REKEY_REFUSED)] += 1  # t1/customer
     assert {key: row.objects for key, row in rows.items()} == dict(expected)
     assert rows[("t2/", str(Method.MULTIPART_COPY))].bytes == 6 * MIB
 
@@ -349,23 +355,26 @@ def test_dry_run_changes_nothing_and_plans_what_the_backfill_then_spends(world, 
                                        has_tags=True, deletes_old_version=True,
                                        update_first=not inspect and key.startswith("t1/"))
     want += pricing.untouched_requests(1, compliant=True, update_first=not inspect)  # t1/ok
+    want += pricing.untouched_requests(1, compliant=False, update_first=not inspect)  # t1/customer...
+    want.get_head += 1  # ...and the one-byte GET that confirms it is SSE-C
     assert plan.requests == want
-    assert want.update_encryption == (3 if inspect else 5) and want.kms >= 5
+    assert want.update_encryption == (3 if inspect else 6) and want.kms >= 5  # blind: t1/d and t1/customer refused
     assert plan.cost == pricing.cost_of(want, pricing.Prices())
     dearer = plan_backfill(world.s3, mappings(world), bucket, settings=settings, inspect=inspect,
                            prices=pricing.Prices().with_overrides({"kms_per_10000": 0.3}))
     assert dearer.cost.kms == pytest.approx(plan.cost.kms * 10)
     assert dearer.cost.s3 == pytest.approx(plan.cost.s3)
-    assert {f.key for f in plan.audit.offenders} == set(sources_by_key)
+    assert {f.key for f in plan.audit.offenders} == {*sources_by_key, "t1/customer"}
 
     # ...and it is what the backfill then spends. GetBucketOwnershipControls, asked once
-    # per bucket (not per object), is left out of the model.
+    # per bucket (not per object), and botocore's HeadBucket probe after a 400 are left
+    # out of the model.
     calls.clear()
     report = run_backfill(world.s3, mappings(world), bucket, settings=settings, inspect=inspect)
-    assert report.problems == []
+    assert [(p.key, p.outcome) for p in report.problems] == [("t1/customer", "sse-c")]
     spent = pricing.Requests()
     for name in calls:
-        if name != "GetBucketOwnershipControls":
+        if name not in ("GetBucketOwnershipControls", "HeadBucket"):
             setattr(spent, PRICE_TIER[name], getattr(spent, PRICE_TIER[name]) + 1)
     assert calls.count("GetBucketOwnershipControls") <= 1
     assert dataclasses.replace(spent, kms=0) == dataclasses.replace(plan.requests, kms=0)

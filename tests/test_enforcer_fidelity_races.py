@@ -424,6 +424,23 @@ def test_sse_c_objects_alert_once_per_bucket_and_are_not_retried(world, load_han
     assert "2 object(s)" in alert and "t/a" in alert and "t/b" in alert
 
 
+def test_a_head_400_that_is_not_sse_c_goes_back_to_the_queue_without_an_alert(world, load_handler, alert_inbox):
+    # HEAD answers every 400 without a body: an expired token looks like an SSE-C
+    # object there. The one-byte GET that follows tells them apart.
+    topic, read_alerts = alert_inbox
+    handler = load_handler(ALERT_TOPIC_ARN=topic)
+    bucket = world.bucket("token-bucket")
+    world.map(bucket, "t/", world.key("t"))
+    world.s3.put_object(Bucket=bucket, Key="t/a", Body=b"x")
+    event = world.event()
+    handler.s3.meta.events.register("before-call.s3.HeadObject", failing("400", 400, "HeadObject", "Bad Request"))
+    handler.s3.meta.events.register("before-call.s3.GetObject", failing(
+        "ExpiredToken", 400, "GetObject", "The provided token has expired."))
+    result = handler.handler(event, LambdaContext())
+    assert result == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+    assert world.log_rows() == [] and read_alerts() == []
+
+
 def test_transient_error_fails_only_its_record(world, load_handler):
     handler = load_handler()
     bucket = world.bucket("mixed-bucket")

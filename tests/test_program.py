@@ -548,6 +548,8 @@ ENGINE_S3_CALLS = {
         {"s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention", "s3:GetObjectLegalHold"},
         {"s3:ListBucket"},  # a missing object answers 404, not 403
     ),
+    # a one-byte read, only after a HEAD 400, to tell SSE-C from an expired token
+    "get_object": ({"s3:GetObject", "s3:GetObjectVersion"}, set()),
     "update_object_encryption": ({"s3:UpdateObjectEncryption"}, set()),
     "copy_object": (
         {
