@@ -35,10 +35,10 @@ os.environ.update(
     POWERTOOLS_METRICS_DISABLED="true",
 )
 
-from components.event_filter import enforcer_filter_patterns, esm_accepts  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from bench.latency import CallMeter  # noqa: E402
+from components.event_filter import enforcer_filter_patterns, esm_accepts  # noqa: E402
 from ops import moto_patches  # noqa: E402
 from ops.lambda_runtime import LambdaContext, create_tables, sqs_event  # noqa: E402
 
