@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -78,6 +78,10 @@ class Gone(Exception):
 
 class Fallback(Exception):
     """UpdateObjectEncryption cannot do this one; the copy path can."""
+
+
+class KeyOfAnotherAccount(Fallback):
+    """UpdateObjectEncryption refuses this key for every object: it is not the bucket owner's."""
 
 
 class Locked(Exception):
@@ -247,7 +251,7 @@ def update_encryption(s3, state: ObjectState, target: Target) -> None:
             if "Object Lock" in message:
                 raise Locked(message) from exc
             if "same account" in message or "organization" in message.lower():
-                raise Fallback(f"cross-account key: {message}") from exc
+                raise KeyOfAnotherAccount(f"cross-account key: {message}") from exc
         raise_classified(exc)
 
 
@@ -425,27 +429,44 @@ def multipart_copy(
               for n, start in enumerate(range(0, state.size, part_size))]
     algorithm = plan.params.get("ChecksumAlgorithm")
     checksum_field = f"Checksum{algorithm}" if algorithm else None
+    # Set by the first failure. A pool thread takes the next queued part the moment its
+    # own part fails, before this thread can cancel it: that part sees the flag instead.
+    failed = threading.Event()
 
-    def copy_part(part: tuple[int, int, int]) -> dict[str, Any]:
+    def copy_part(part: tuple[int, int, int]) -> dict[str, Any] | None:
+        if failed.is_set():
+            return None  # the upload is being aborted; this part's result is never read
         number, first, last = part
-        result = s3.upload_part_copy(
-            Bucket=state.bucket,
-            Key=state.key,
-            UploadId=upload_id,
-            PartNumber=number,
-            CopySource=_copy_source(state),
-            CopySourceRange=f"bytes={first}-{last}",
-            CopySourceIfMatch=state.etag,
-        )["CopyPartResult"]
-        if on_part:
-            on_part(number, len(ranges))
+        try:
+            result = s3.upload_part_copy(
+                Bucket=state.bucket,
+                Key=state.key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource=_copy_source(state),
+                CopySourceRange=f"bytes={first}-{last}",
+                CopySourceIfMatch=state.etag,
+            )["CopyPartResult"]
+            if on_part:
+                on_part(number, len(ranges))
+        except BaseException:
+            failed.set()
+            raise
         done = {"PartNumber": number, "ETag": result["ETag"]}
         if checksum_field and result.get(checksum_field):
             done[checksum_field] = result[checksum_field]
         return done
 
-    copies = [pool.submit(copy_part, part) for part in ranges]
+    copies: list[Future[dict[str, Any] | None]] = []
     try:
+        for part in ranges:
+            copies.append(pool.submit(copy_part, part))
+        # Not each part in turn: a failure behind a slow part must stop the rest at once,
+        # or they keep taking the shared pool's threads for an upload about to be aborted.
+        done, _ = wait(copies, return_when=FIRST_EXCEPTION)
+        for copy in copies:
+            if copy in done and copy.exception() is not None:
+                copy.result()  # raises that part's error
         parts = [copy.result() for copy in copies]
         return s3.complete_multipart_upload(
             Bucket=state.bucket,
@@ -455,6 +476,7 @@ def multipart_copy(
             IfMatch=state.etag,
         )
     except BaseException as exc:
+        failed.set()
         # S3 may still accept a part that is being copied while the upload is aborted,
         # and bill it until the upload is aborted again: let the running ones finish.
         for copy in copies:

@@ -6,11 +6,15 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.exceptions import ClientError
 
+from enforcer import rekey
+from enforcer.decision import SSE_KMS
+from enforcer.mapping import Target
 from ops import moto_patches
 from tests.conftest import LambdaContext, aws_error, failing, sqs_event
 
@@ -343,6 +347,46 @@ def test_upload_is_aborted_only_after_the_running_part_copies_end(world, load_ha
     }
     # S3 may still accept a part copied during the abort, and bill it: abort after them.
     assert still_copying_at_abort == [set()]
+    assert world.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def multipart_copy_of(world, bucket, key, pool):
+    state = rekey.inspect(world.s3, bucket, key)
+    plan = rekey.CopyPlan.build(state, Target(SSE_KMS, world.key("t"), False), {}, datetime.now(UTC))
+    return rekey.multipart_copy(world.s3, state, plan, 5 * MIB, pool)
+
+
+def test_a_failed_part_behind_a_slow_one_starts_no_further_part_copies(world):
+    bucket = world.bucket("race-bucket", notify=False)
+    world.s3.put_object(Bucket=bucket, Key="t/big", Body=b"o" * (15 * MIB + 1))  # parts 1-4
+    started: list[tuple[int, bool]] = []  # (part, whether part 2 had already failed)
+    part_2_failed, last_part_started = threading.Event(), threading.Event()
+
+    def part_starts(params, **_):
+        number = params["PartNumber"]
+        started.append((number, part_2_failed.is_set()))
+        if number == 1:
+            last_part_started.wait(timeout=0.5)  # slow: still copying when part 2 fails
+        elif number == 2:
+            part_2_failed.set()
+            raise aws_error("SlowDown", 503, "UploadPartCopy")
+        elif number == 4:
+            last_part_started.set()
+
+    world.s3.meta.events.register("before-parameter-build.s3.UploadPartCopy", part_starts)
+    with ThreadPoolExecutor(2) as pool, pytest.raises(ClientError, match="SlowDown"):
+        multipart_copy_of(world, bucket, "t/big", pool)
+    assert sorted(started) == [(1, False), (2, False)]  # parts 3 and 4 never began
+    assert world.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_upload_is_aborted_when_its_parts_cannot_be_submitted(world):
+    bucket = world.bucket("race-bucket", notify=False)
+    world.s3.put_object(Bucket=bucket, Key="t/big", Body=b"o" * (11 * MIB))
+    pool = ThreadPoolExecutor(2)
+    pool.shutdown()  # the container is stopping: the pool takes no more work
+    with pytest.raises(RuntimeError, match="cannot schedule new futures"):
+        multipart_copy_of(world, bucket, "t/big", pool)
     assert world.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
