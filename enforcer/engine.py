@@ -93,6 +93,7 @@ class Enforcer:
         self.settings = settings or EngineSettings()
         self._clock = clock
         self._acl_modes = rekey.BucketAclModes(s3)
+        self._update_refused_keys: dict[str, str] = {}  # key ARN -> S3's refusal
         # Threads start only when a multipart copy needs them; a pool of its own keeps
         # part copies from waiting behind the record workers that started them.
         self._part_pool = ThreadPoolExecutor(self.settings.part_concurrency, thread_name_prefix="part-copy")
@@ -110,11 +111,11 @@ class Enforcer:
         state = rekey.inspect(self.s3, ref.bucket, ref.key, ref.version_id)
         return mapping, state, self._decide(state, mapping, ref)
 
-    def process(self, ref: ObjectRef, *, fallback: str | None = None) -> Result:
+    def process(self, ref: ObjectRef, *, refused: Exception | None = None) -> Result:
         """Bring one object to its mapped encryption. Raises only for transient errors.
 
-        ``fallback`` says why UpdateObjectEncryption already failed for this object, so
-        it is not tried a second time.
+        ``refused``: how S3 already answered an UpdateObjectEncryption of this object
+        (the backfill's blind attempt), so that the request is not sent a second time.
         """
         # Mapping first: an unmapped object costs no S3 call, and the role needs no
         # grant outside the mapped prefixes.
@@ -122,50 +123,35 @@ class Enforcer:
         if mapping is None or mapping.problem:
             decision = self._decide(None, mapping, ref)
             return Result(ref, decision.outcome, decision.reason)
-        rekey_method = "copy" if fallback else None
+        if refused is None and mapping.target.kms_key_arn in self._update_refused_keys:
+            refused = rekey.KeyOfAnotherAccount(self._update_refused_keys[mapping.target.kms_key_arn])
+        fallback = str(refused) if isinstance(refused, rekey.Fallback) else None
         for attempt in range(self.settings.max_conflict_retries + 1):
             state = rekey.inspect(self.s3, ref.bucket, ref.key, ref.version_id)
-            decision = self._decide(state, mapping, ref, rekey_method)
+            decision = self._decide(state, mapping, ref, "copy" if fallback else None)
+
+            def ended(outcome: Outcome, reason: str, decision: Decision = decision, state: ObjectState = state):
+                return Result(ref, outcome, reason, decision.method, state, decision.target, fallback=fallback)
+
             if decision.outcome is not Outcome.REKEY:
-                return Result(
-                    ref, decision.outcome, decision.reason, before=state, target=decision.target, fallback=fallback
-                )
+                return replace(ended(decision.outcome, decision.reason), method=None)
             try:
+                if refused is not None and decision.method is Method.UPDATE_ENCRYPTION:
+                    raise refused  # S3's answer to this very request, already had
                 result = self._act(ref, mapping, state, decision)
                 return replace(result, fallback=result.fallback or fallback)
             except rekey.Conflict:
                 log.info("conflicting write on %s (attempt %d); inspecting again", ref.s3_path, attempt + 1)
             except rekey.Superseded:
-                return Result(
-                    ref,
-                    Outcome.SUPERSEDED,
-                    reason_superseded(decision.reason),
-                    decision.method,
-                    state,
-                    decision.target,
-                )
+                return ended(Outcome.SUPERSEDED, reason_superseded(decision.reason))
             except rekey.Gone:
-                return Result(
-                    ref, Outcome.GONE, "Object was deleted while being re-keyed", decision.method, state, decision.target
-                )
+                return ended(Outcome.GONE, "Object was deleted while being re-keyed")
             except rekey.Locked as exc:
-                return Result(
-                    ref,
-                    Outcome.LOCKED,
-                    f"{decision.reason}; Object Lock forbids re-keying this version in place: {exc}",
-                    decision.method,
-                    state,
-                    decision.target,
+                return ended(
+                    Outcome.LOCKED, f"{decision.reason}; Object Lock forbids re-keying this version in place: {exc}"
                 )
             except rekey.PermanentFailure as exc:
-                return Result(
-                    ref,
-                    Outcome.FAILED,
-                    f"{decision.reason}; re-key failed and will not be retried: {exc}",
-                    decision.method,
-                    state,
-                    decision.target,
-                )
+                return ended(Outcome.FAILED, f"{decision.reason}; re-key failed and will not be retried: {exc}")
         raise ConflictPersisted(
             f"{ref.s3_path}: {self.settings.max_conflict_retries + 1} conflicting writes in a row"
         )
@@ -186,17 +172,18 @@ class Enforcer:
             mapping is None
             or mapping.problem
             or not target_allows_update_in_place(mapping.target, self.settings.rekey_method)
+            or mapping.target.kms_key_arn in self._update_refused_keys
         ):
             return self.process(ref)
         known = ObjectState(ref.bucket, ref.key, version_id=ref.version_id)  # all a listing tells
         try:
-            rekey.update_encryption(self.s3, known, mapping.target)
+            self._update_encryption(known, mapping.target)
         except rekey.Gone:
             return Result(ref, Outcome.GONE, "Object was deleted before it was re-keyed", target=mapping.target)
-        except rekey.Fallback as exc:
-            return self.process(ref, fallback=str(exc))
-        except (rekey.Locked, rekey.PermanentFailure):
-            return self.process(ref)  # the HEAD and decide() say which outcome it is
+        except (rekey.Fallback, rekey.Locked, rekey.PermanentFailure) as exc:
+            return self.process(ref, refused=exc)  # the HEAD and decide() say what it needs
+        except (rekey.Conflict, rekey.Superseded):
+            return self.process(ref)  # S3 was busy with the object: judge it afresh
         return Result(ref, Outcome.REKEYED, REASON_UNINSPECTED, Method.UPDATE_ENCRYPTION, target=mapping.target)
 
     # -- internals ----------------------------------------------------------
@@ -213,11 +200,20 @@ class Enforcer:
             now=self._clock(),
         )
 
+    def _update_encryption(self, state: ObjectState, target) -> None:
+        try:
+            rekey.update_encryption(self.s3, state, target)
+        except rekey.KeyOfAnotherAccount as exc:
+            # S3 refuses this key for every object: later objects go straight to a copy
+            # instead of paying a refused request each (once per key per container).
+            self._update_refused_keys[target.kms_key_arn] = str(exc)
+            raise
+
     def _act(self, ref: ObjectRef, mapping: Mapping, state: ObjectState, decision: Decision) -> Result:
         fallback = None
         if decision.method is Method.UPDATE_ENCRYPTION:
             try:
-                rekey.update_encryption(self.s3, state, decision.target)
+                self._update_encryption(state, decision.target)
                 return Result(ref, Outcome.REKEYED, decision.reason, decision.method, state, decision.target)
             except rekey.Fallback as exc:
                 fallback = str(exc)

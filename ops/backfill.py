@@ -155,12 +155,10 @@ class Checkpoint:
         entry: dict[str, Any] = {"key": key, "outcome": str(result.outcome), "at": _now()}
         if result.method:
             entry["method"] = method_label(result)
-        if result.before is None and size is not None:
+        if size is not None:
             entry["bytes"] = size
-        if result.before is not None:
-            entry["bytes"] = result.before.size
-            if result.before.version_id:
-                entry["version_id"] = result.before.version_id
+        if result.before is not None and result.before.version_id:
+            entry["version_id"] = result.before.version_id
         if result.new_version_id:
             entry["new_version_id"] = result.new_version_id
         if result.old_version:
@@ -259,8 +257,10 @@ class _Tally:
 
     def add(self, listed: sources.Listed, result: Result | None, error: BaseException | None) -> None:
         key = listed.ref.key
+        # HEAD's size where there was one; an uninspected object has the listing's.
+        size = result.before.size if result is not None and result.before is not None else listed.size
         if self.checkpoint:
-            self.checkpoint.record(key, result, error, listed.size)
+            self.checkpoint.record(key, result, error, size)
         with self._lock:
             if result is None:
                 self.report.counts[(ERROR, "")] += 1
@@ -268,7 +268,7 @@ class _Tally:
             else:
                 slot = (str(result.outcome), method_label(result))
                 self.report.counts[slot] += 1
-                self.report.bytes[slot] += result.before.size if result.before else listed.size
+                self.report.bytes[slot] += size
                 if result.outcome in PROBLEM_OUTCOMES:
                     self.report.problems.append(Problem(key, str(result.outcome), result.reason))
         self.sink.done()
@@ -433,7 +433,8 @@ def plan_backfill(
                 and target_allows_update_in_place(summary.target, settings.rekey_method))
 
     rows: dict[tuple[str, str], PlanRow] = {}
-    rekeyed: Counter = Counter()  # (prefix, "objects" | "bytes")
+    rekeyed_objects: Counter = Counter()  # prefix -> objects
+    rekeyed_bytes: Counter = Counter()  # prefix -> bytes
     for f in audit.offenders:
         if not f.method:
             continue
@@ -445,16 +446,18 @@ def plan_backfill(
             reads_acl=reads_acl, has_tags=f.tag_count > 0, deletes_old_version=f.old_version_action == "delete",
             update_first=update_first(audit.prefixes.get(f.prefix)),
         )
-        rekeyed[(f.prefix, "objects")] += 1
-        rekeyed[(f.prefix, "bytes")] += f.size
+        rekeyed_objects[f.prefix] += 1
+        rekeyed_bytes[f.prefix] += f.size
     for name, summary in audit.prefixes.items():
         fast = update_first(summary)
-        compliant = summary.counts[Category.COMPLIANT] if fast else 0
+        # Blind, compliant objects are re-keyed to the same key; inspected, they are only read.
+        compliant, compliant_bytes = (summary.counts[Category.COMPLIANT], summary.bytes[Category.COMPLIANT]) if fast \
+            else (0, 0)
         groups = (
-            (SAME_KEY, compliant, summary.bytes[Category.COMPLIANT] if fast else 0, True),
+            (SAME_KEY, compliant, compliant_bytes, True),
             (NO_REKEY_REFUSED if fast else NO_REKEY,
-             summary.objects - rekeyed[(name, "objects")] - compliant,
-             sum(summary.bytes.values()) - rekeyed[(name, "bytes")] - (summary.bytes[Category.COMPLIANT] if fast else 0),
+             summary.objects - rekeyed_objects[name] - compliant,
+             sum(summary.bytes.values()) - rekeyed_bytes[name] - compliant_bytes,
              False),
         )
         for method, objects, size, is_compliant in groups:
@@ -665,7 +668,8 @@ def backfill_command(
                      "version (default: the stack's oldVersionAction, else delete)."),
     ] = None,
     multipart_threshold: Annotated[
-        int, typer.Option("--multipart-threshold", min=5 * 1024**2, help="Bytes above which copies are multipart.")
+        int, typer.Option("--multipart-threshold", min=5 * 1024**2, max=5 * GIB,
+                          help="Bytes above which copies are multipart (at most 5 GiB, CopyObject's limit).")
     ] = 5 * GIB,
     batch_operations: Annotated[
         bool, typer.Option("--batch-operations", help="Create S3 Batch Operations jobs instead of working here.")

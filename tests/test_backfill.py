@@ -28,7 +28,7 @@ from ops.backfill import (
     plan_backfill,
     run_backfill,
 )
-from tests.conftest import LambdaContext
+from tests.conftest import LambdaContext, aws_error, failing
 
 MIB = 1024**2
 BUCKET = "backfill-bucket"
@@ -195,6 +195,35 @@ def test_refused_blind_update_falls_back_to_head_and_copy_without_a_second_updat
     assert after["sse"] == ("aws:kms", world.keys["k1"])
     for attribute in ("body", "metadata", "content", "storage_class", "tags"):
         assert after[attribute] == before[attribute], attribute
+
+
+def test_blind_update_that_hits_a_conflict_is_judged_afresh(tenants):
+    world = tenants
+    put_rich(world, BUCKET, "t1/busy")
+    first = [True]
+
+    def conflict_once(params, **_):
+        if first[0]:
+            first[0] = False
+            raise aws_error("OperationAborted", 409, "UpdateObjectEncryption", "A conflicting operation is in progress")
+
+    world.s3.meta.events.register("before-call.s3.UpdateObjectEncryption", conflict_once)
+    calls = count_calls(world)
+    report = run_backfill(world.s3, mappings(world), BUCKET)
+    assert report.counts == {("rekeyed", str(Method.UPDATE_ENCRYPTION)): 1} and report.problems == []
+    assert calls[("UpdateObjectEncryption", "t1/busy")] == 2 and calls[("HeadObject", "t1/busy")] == 1
+
+
+def test_blind_update_refused_for_good_is_not_sent_again(tenants):
+    world = tenants
+    put_rich(world, BUCKET, "t1/denied")
+    world.s3.meta.events.register("before-call.s3.UpdateObjectEncryption", failing(
+        "KMS.AccessDeniedException", 400, "UpdateObjectEncryption", "not allowed to use the key"))
+    calls = count_calls(world)
+    report = run_backfill(world.s3, mappings(world), BUCKET)
+    assert [(p.key, p.outcome) for p in report.problems] == [("t1/denied", "failed")]
+    assert "not allowed to use the key" in report.problems[0].reason
+    assert calls[("UpdateObjectEncryption", "t1/denied")] == 1 and calls[("HeadObject", "t1/denied")] == 1
 
 
 def test_blind_update_refused_by_object_lock_is_judged_after_a_head(world):

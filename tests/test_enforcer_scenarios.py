@@ -375,3 +375,27 @@ def test_batch_with_only_bad_messages_reports_each_once_and_alerts(world, load_h
     assert handler.handler(event, LambdaContext()) == {
         "batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]
     }
+
+
+def test_a_key_of_another_account_is_refused_once_then_copied_straight_away(world, load_handler):
+    # S3 refuses UpdateObjectEncryption with a key the bucket owner does not own; the
+    # engine falls back to a copy, and for that key stops asking.
+    foreign_key = "arn:aws:kms:us-east-1:444455556666:key/0a1b2c3d-4444-4ddd-8eee-0123456789ab"
+    bucket = world.bucket("foreign-key-bucket")
+    world.map(bucket, "t/", foreign_key)
+    handler = load_handler()
+    calls = []
+    handler.s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    for batch in (["t/a"], ["t/b", "t/c"]):
+        for key in batch:
+            world.s3.put_object(Bucket=bucket, Key=key, Body=BODY)
+        assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
+        world.drain()  # the copies' own events, which the deployed filter drops
+    assert calls.count("UpdateObjectEncryption") == 1
+    assert calls.count("CopyObject") == 3
+    rows = world.log_rows()
+    assert {(r["outcome"], r["method"]) for r in rows} == {("rekeyed", "copy")}
+    assert all(r["fallback"].startswith("cross-account key") for r in rows)
+    for key in ("t/a", "t/b", "t/c"):
+        head = world.s3.head_object(Bucket=bucket, Key=key)
+        assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", foreign_key)
