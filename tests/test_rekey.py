@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import boto3
+import botocore
 import pytest
 from botocore.exceptions import ClientError
+from botocore.retries import standard
 
 from enforcer import rekey
 from enforcer.decision import ObjectState
@@ -51,8 +53,27 @@ def test_grant_key_and_argument_errors_on_a_write_are_permanent(code, status):
         rekey.raise_classified(aws_error(code, status, "CopyObject"))
 
 
+@pytest.mark.parametrize(
+    ("checker", "attribute"),
+    [
+        (standard.ThrottledRetryableChecker, "_THROTTLED_ERROR_CODES"),
+        (standard.TransientRetryableChecker, "_TRANSIENT_ERROR_CODES"),
+    ],
+)
+def test_botocores_private_retry_lists_are_still_there(checker, attribute):
+    # enforcer/rekey.py reads these private lists at import. Renamed, every enforcer
+    # import fails; emptied, throttling and timeouts would be alerted as permanent.
+    codes = getattr(checker, attribute, None)
+    assert codes, (
+        f"botocore {botocore.__version__}: botocore.retries.standard.{checker.__name__}.{attribute} "
+        f"is {'gone' if codes is None else 'empty'}; enforcer/rekey.py builds TRANSIENT_CODES from it, "
+        "so without it throttled or timed-out writes are alerted as permanent failures. Find where this botocore "
+        "keeps its retryable error codes and read them from there."
+    )
+    assert set(codes) <= rekey.TRANSIENT_CODES
+
+
 def test_transient_codes_come_from_botocores_own_retry_lists():
-    # The private lists this module reads; a botocore that renames them fails here, not in Lambda.
     assert {"Throttling", "ThrottlingException", "SlowDown", "RequestTimeout"} <= rekey.TRANSIENT_CODES
     assert "KMS.ThrottlingException" in rekey.TRANSIENT_CODES
 
