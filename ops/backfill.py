@@ -665,7 +665,8 @@ def backfill_command(
     old_version_action: Annotated[
         OldVersionAction | None,
         typer.Option("--old-version-action", help="Versioned buckets, copy path: delete or keep the replaced "
-                     "version (default: the stack's oldVersionAction, else delete)."),
+                     "version where the bucket's mapping sets no oldVersionAction (default: the stack's "
+                     "oldVersionAction with --stack, delete with --mapping-table)."),
     ] = None,
     multipart_threshold: Annotated[
         int, typer.Option("--multipart-threshold", min=5 * 1024**2, max=5 * GIB,
