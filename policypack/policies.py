@@ -671,7 +671,7 @@ def _sqs_routes(
     When they name only enforcer queues every such entry goes to the enforcer, when
     none, no entry does; when they name the enforcer queue *and* another queue of the
     stack, which entry goes where is unknown until the ARNs are: those routes are
-    returned as ambiguous.
+    returned as ambiguous, for the caller to wait for only if the sure ones fall short.
     """
     configs = plain(value(n.props, "queues", []))
     if is_unknown(configs):
@@ -692,8 +692,6 @@ def _sqs_routes(
         else:
             to_enforcer = bool(dep_queues) and dep_queues <= enforcer_urns
             ambiguous = not to_enforcer and bool(dep_queues & enforcer_urns)
-            if ambiguous:
-                run.defer("which queue configuration targets the enforcement queue", n)
         if not (to_enforcer or ambiguous):
             continue
         created = _covers_object_created(c.get("events"))
@@ -814,11 +812,14 @@ def validate_notification_routes(args: StackValidationArgs, report: ReportViolat
             continue
         routes: list[dict] = []
         ambiguous: list[dict] = []  # routes that may go to another queue (unknown ARNs)
+        ambiguous_in: list[PolicyResource] = []
         eventbridge_on: list[PolicyResource] = []
         for n in g.notifications:
             sure, maybe = _sqs_routes(graph, n, queues, run)
             routes += sure
             ambiguous += maybe
+            if maybe:
+                ambiguous_in.append(n)
             eb = value(n.props, "eventbridge")
             if eb is True:
                 eventbridge_on.append(n)
@@ -830,7 +831,7 @@ def validate_notification_routes(args: StackValidationArgs, report: ReportViolat
         if unknown_rows:
             run.defer("the mapped prefix (coverage by the notification)", *(m.resource for m in unknown_rows))
         # A violation must hold even if every ambiguous route reaches the enforcer;
-        # what holds only without them waits for the ARNs (deferred by _sqs_routes).
+        # what holds only without them waits for the ARNs.
         if not routes and not ambiguous:
             names = ", ".join(describe(n) for n in g.notifications)
             if any(is_unknown(value(n.props, "queues")) for n in g.notifications):
@@ -866,6 +867,8 @@ def validate_notification_routes(args: StackValidationArgs, report: ReportViolat
                 f"(events [{OBJECT_CREATED_ALL}], filterPrefix set to each missing prefix) targeting the enforcer "
                 "queue, or let the BucketIntegration own the notification.",
             )
+        elif ambiguous and _uncovered(prefixes, routes):
+            run.defer("which queue configuration targets the enforcement queue", *ambiguous_in)
     run.finish()
 
 

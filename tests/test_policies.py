@@ -367,6 +367,35 @@ def test_notification_also_feeding_another_queue_of_the_stack_is_not_a_false_vio
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_sure_routes_covering_every_prefix_need_no_deferral_beside_an_ambiguous_configuration(graphs, mode):
+    # The EventBridge rule delivers a/ and b/ to the enforcer for sure. At first preview
+    # which queue configuration goes to which queue is unknown; it cannot matter.
+    g = graphs("tenant-eventbridge", mode)
+    n = one(g, NOTIFICATION, TENANT)
+    queues = {"a/": enforcer_queue(g), "other/": one(g, QUEUE, "enforcer-dlq")}
+    configs = [{"events": ["s3:ObjectCreated:*"], "filterPrefix": prefix, "queueArn": q.outputs["arn"]}
+               for prefix, q in queues.items()]
+    g.set_property(n, "queues", configs, deps=[q.urn for q in queues.values()])
+    report = run(g, P.bucket_notification_routes_to_enforcer)
+    assert deferred(report) == ""
+    assert report.diagnostics == []
+
+
+def test_queue_configurations_covering_every_prefix_need_no_deferral_beside_a_new_queues(graphs):
+    # A preview that adds a queue: the enforcer's configurations have known ARNs and
+    # cover every prefix, the new queue's ARN is unknown until it exists.
+    g = graphs("dev", "up")
+    n = demo_notification(g)
+    new_queue = one(g, QUEUE, "enforcer-dlq")
+    extra = dict(n.inputs["queues"][0], filterPrefix="other/", id="to-new-queue", queueArn=UNKNOWN)
+    g.set_property(n, "queues", [*n.inputs["queues"], extra],
+                   deps=[*n.property_dependencies["queues"], new_queue.urn])
+    report = run(g, P.bucket_notification_routes_to_enforcer)
+    assert deferred(report) == ""
+    assert report.diagnostics == []
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_ambiguous_routes_still_fail_when_no_reading_covers_a_prefix(graphs, mode):
     # Even counting every ambiguous configuration as the enforcer's, prefix2/ and
     # prefix3/ are not covered: provable at first preview too.
