@@ -580,6 +580,7 @@ class StackGraph:
         A row names its bucket (URN or literal name); one that names none is the bucket's
         when it shares an integration with a resource that names ``b``.
         """
+        self.bucket_groups()  # records which bucket each resource names
         mine = self.bucket_identity(b)
         scopes = {
             integ.urn

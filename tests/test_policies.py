@@ -543,6 +543,16 @@ def test_mapping_is_decided_per_bucket_within_a_group(graphs, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_mappings_of_bucket_answers_as_the_first_call_on_a_graph(graphs, mode):
+    sg = P.StackGraph(check.stack_resources(graphs("dev", mode)))
+    bucket = next(b for b in sg.of_type(BUCKET) if b.name == "demo-demo")
+    group = P.BucketGroup(key="demo-demo", buckets=[bucket], mappings=sg.mapping_rows())  # both buckets' rows
+    mine = sorted(m.resource.name for m in sg.mappings_of_bucket(group, bucket))
+    (demo,) = [x for x in sg.mapped_groups() if x.buckets == [bucket]]
+    assert len(mine) == 3 and mine == sorted(m.resource.name for m in demo.mappings)
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_deprecated_bucket_v2_without_mapping_fails(graphs, mode):
     g = graphs("dev", mode)
     add_unmapped_bucket(g, name="legacy", type_="aws:s3/bucketV2:BucketV2")
