@@ -520,11 +520,13 @@ class StackGraph:
         for integ in self.of_type(INTEGRATION):
             entries.append(("integration", integ, integ, set()))
 
-        def scope(r: PolicyResource) -> str | None:
-            if r.resource_type == INTEGRATION:
-                return f"scope:{r.urn}"
-            integ = self.integration_of(r)
-            return f"scope:{integ.urn}" if integ is not None else None
+        def joined(r: PolicyResource, toks: set[str]) -> set[str]:
+            """What an entry ties together: the bucket tokens it names and its integration, else just itself."""
+            integ = r if r.resource_type == INTEGRATION else self.integration_of(r)
+            scope = {f"scope:{integ.urn}"} if integ is not None else set()
+            return toks | scope or {f"self:{r.urn}"}
+
+        own = [joined(r, toks) for _, _, r, toks in entries]
 
         def buckets_named(toks: set[str]) -> set[str]:
             return {uf.find(t) for t in toks}
@@ -533,18 +535,16 @@ class StackGraph:
             if kind == "bucket":
                 uf.union(sorted(toks))
         multi: list[int] = []
-        for i, (_, _, r, toks) in enumerate(entries):
+        for i, (_, _, _, toks) in enumerate(entries):
             if len(buckets_named(toks)) > 1:
                 multi.append(i)
                 continue
-            own = toks | ({scope(r)} - {None}) or {f"self:{r.urn}"}
-            uf.union(sorted(own))  # type: ignore[arg-type]
+            uf.union(sorted(own[i]))
         attached: dict[int, set[str]] = {}
         for i in multi:
-            _, _, r, toks = entries[i]
-            roots = buckets_named(toks)
+            roots = buckets_named(entries[i][3])
             if len(roots) == 1:  # the others' names and URNs turned out to be one bucket
-                uf.union(sorted(toks | ({scope(r)} - {None})))  # type: ignore[arg-type]
+                uf.union(sorted(own[i]))
             else:
                 attached[i] = roots
 
@@ -552,10 +552,7 @@ class StackGraph:
         field_of = {"bucket": "buckets", "mapping": "mappings", "notification": "notifications", "rule": "rules",
                     "policy": "policies", "sse": "sse_configs", "integration": "integrations"}
         for i, (kind, obj, r, toks) in enumerate(entries):
-            if i in attached:
-                roots = {uf.find(t) for t in attached[i]}
-            else:
-                roots = {uf.find(next(iter(toks | ({scope(r)} - {None}) or {f"self:{r.urn}"})))}  # type: ignore[arg-type]
+            roots = {uf.find(t) for t in attached[i]} if i in attached else {uf.find(next(iter(own[i])))}
             for root in sorted(roots):
                 g = groups.setdefault(root, BucketGroup(key=root))
                 getattr(g, field_of[kind]).append(obj)
