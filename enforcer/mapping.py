@@ -6,7 +6,6 @@ resource ARNs): the longest mapped literal prefix of the key wins.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any, Protocol
 from boto3.dynamodb.types import TypeDeserializer
 
 from enforcer.arns import KeyArnProblem, check_key_arn
+from enforcer.bucket_locks import BucketLocks
 
 _DESERIALIZE = TypeDeserializer()
 
@@ -121,15 +121,10 @@ class DynamoMappings:
         self._ttl = cache_seconds
         self._clock = clock
         self._cache: dict[str, tuple[float, list[Mapping]]] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    def _lock(self, bucket: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(bucket, threading.Lock())
+        self._locks = BucketLocks()
 
     def for_bucket(self, bucket: str) -> list[Mapping]:
-        with self._lock(bucket):
+        with self._locks.of(bucket):
             hit = self._cache.get(bucket)
             if hit and hit[0] > self._clock():
                 return hit[1]

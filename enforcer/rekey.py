@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 from botocore.exceptions import ClientError
 from botocore.retries.standard import ThrottledRetryableChecker, TransientRetryableChecker
 
+from enforcer.bucket_locks import BucketLocks
 from enforcer.decision import SSE_KMS, ObjectState, Presence
 from enforcer.mapping import Target
 
@@ -272,15 +273,10 @@ class BucketAclModes:
     def __init__(self, s3):
         self._s3 = s3
         self._modes: dict[str, bool] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    def _lock(self, bucket: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(bucket, threading.Lock())
+        self._locks = BucketLocks()
 
     def uses_acls(self, bucket: str) -> bool:
-        with self._lock(bucket):
+        with self._locks.of(bucket):
             if bucket not in self._modes:
                 self._modes[bucket] = self._fetch(bucket)
             return self._modes[bucket]
