@@ -43,3 +43,7 @@ def check_key_arn(value: object) -> KeyArnProblem | None:
 
 def region_of_key_arn(arn: str) -> str:
     return arn.split(":")[3]
+
+
+def account_of_key_arn(arn: str) -> str:
+    return arn.split(":")[4]

@@ -34,6 +34,7 @@ from urllib.parse import unquote_plus, urlparse
 from botocore.exceptions import ClientError
 
 from components.config import notification_prefixes
+from enforcer.arns import account_of_key_arn
 from enforcer.batch_operations import SUPPORTED_SCHEMA
 from enforcer.decision import SSE_KMS
 from enforcer.mapping import Mapping
@@ -165,10 +166,6 @@ def _lambda_operation(options: JobOptions) -> dict[str, Any]:
     return {"LambdaInvoke": {"FunctionArn": options.function_arn, "InvocationSchemaVersion": SUPPORTED_SCHEMA}}
 
 
-def key_account(key_arn: str) -> str:
-    return key_arn.split(":")[4]
-
-
 def update_encryption_problem(
     mapping: Mapping, mappings: list[Mapping], inventory: bool, bucket_owner: str
 ) -> str | None:
@@ -177,7 +174,7 @@ def update_encryption_problem(
         return f"the mapping is unusable: {mapping.problem}"
     if mapping.target.sse_type != SSE_KMS:
         return "the target is DSSE-KMS; UpdateObjectEncryption can only write SSE-KMS"
-    owner = key_account(mapping.target.kms_key_arn)
+    owner = account_of_key_arn(mapping.target.kms_key_arn)
     if owner != bucket_owner:
         return (
             f"the key belongs to account {owner}, not to the bucket owner {bucket_owner}, and S3 refuses "

@@ -107,6 +107,8 @@ from moto.s3.exceptions import (
 from moto.s3.models import FakeDeleteMarker, FakeKey, S3Backend
 from moto.s3.responses import S3Response
 
+from enforcer.arns import account_of_key_arn
+
 MOTO_VERSION_MEASURED = "5.2.5"
 
 # The table above, for tooling: patch number -> AWS documentation it follows, and the gap
@@ -532,7 +534,7 @@ def _update_object_encryption(resp: S3Response, query: dict[str, Any], key_name:
     bucket_key = str(sse_kms.get("BucketKeyEnabled") or "false").strip().lower()
     if bucket_key not in ("true", "false"):
         raise InvalidEncryptionRequest("The BucketKeyEnabled value isn't valid. Valid values are true or false.")
-    if arn.split(":")[4] != bucket.account_id:
+    if account_of_key_arn(arn) != bucket.account_id:
         raise KeyNotOwnedByBucketOwner()
     if getattr(key, _SSE_C_ATTR, None) or key.encryption == "aws:kms:dsse":
         raise InvalidEncryptionRequest(

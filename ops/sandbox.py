@@ -62,6 +62,7 @@ from components.config import (
 )
 from components.event_filter import enforcer_filter_patterns, esm_accepts, eventbridge_rule_pattern
 from enforcer import decision
+from enforcer.arns import account_of_key_arn
 from enforcer.mapping import Mapping as KeyMapping
 from enforcer.mapping import StaticMappings
 from ops import moto_patches
@@ -308,7 +309,7 @@ def provision(endpoint_url: str, config: StackConfig, names: SandboxNames) -> Pr
             buckets[bucket] = demo_config
     buckets.update(config.buckets)
 
-    foreign = sorted(a for a in _config_key_arns(config) if a.split(":")[4] != account)
+    foreign = sorted(a for a in _config_key_arns(config) if account_of_key_arn(a) != account)
     if foreign:
         notes.append(
             f"{len(foreign)} configured key ARN(s) belong to another account than the emulator's ({account}), "
