@@ -108,6 +108,7 @@ from moto.s3.models import FakeDeleteMarker, FakeKey, S3Backend
 from moto.s3.responses import S3Response
 
 from enforcer.arns import account_of_key_arn
+from enforcer.decision import same_etag
 
 MOTO_VERSION_MEASURED = "5.2.5"
 
@@ -247,10 +248,6 @@ def _run_commit_hook(bucket: str, key: str) -> None:
         _hook_running = False
 
 
-def _same_etag(a: str, b: str) -> bool:
-    return a.strip().strip('"') == b.strip().strip('"')
-
-
 def _check_destination(backend: S3Backend, bucket: str, key: str, if_match: str | None,
                        if_none_match: str | None) -> None:
     # Patch 6: conditional writes are decided when the write commits, against the current object.
@@ -260,7 +257,7 @@ def _check_destination(backend: S3Backend, bucket: str, key: str, if_match: str 
     if if_match:
         if current is None:
             raise MissingKey(key=key)
-        if not _same_etag(if_match, current.etag):
+        if not same_etag(if_match, current.etag):
             raise PreconditionFailed("If-Match")
     if if_none_match == "*" and current is not None:
         raise PreconditionFailed("If-None-Match")
@@ -269,7 +266,7 @@ def _check_destination(backend: S3Backend, bucket: str, key: str, if_match: str 
 def _check_copy_source_if_match(src: Any) -> None:
     # Patch 2: CopySourceIfMatch is evaluated against the source S3 actually reads.
     wanted = _header("x-amz-copy-source-if-match")
-    if wanted and not _same_etag(wanted, src.etag):
+    if wanted and not same_etag(wanted, src.etag):
         raise PreconditionFailed("x-amz-copy-source-If-Match")
 
 
