@@ -483,9 +483,15 @@ def multipart_copy(
         except ClientError:
             # Parts of an unaborted upload are billed until a lifecycle rule removes them.
             log.warning("could not abort upload %s of s3://%s/%s", upload_id, state.bucket, state.key)
-        if isinstance(exc, ClientError):
-            raise_classified(exc)
-        raise
+        failure = exc
+        errors = [e for copy in copies if not copy.cancelled() and (e := copy.exception()) is not None]
+        if any(e is exc for e in errors):
+            # Parts fail in no set order. A source that changed (412) or vanished (404) under
+            # any of them decides the outcome, and makes another part's throttling moot.
+            failure = next((e for e in errors if isinstance(e, ClientError) and status_of(e) in (404, 412)), exc)
+        if isinstance(failure, ClientError):
+            raise_classified(failure)
+        raise  # only a ClientError is ever put in exc's place
 
 
 def written_encryption(response: dict[str, Any]) -> tuple[str | None, str | None]:

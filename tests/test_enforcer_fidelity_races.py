@@ -380,6 +380,28 @@ def test_a_failed_part_behind_a_slow_one_starts_no_further_part_copies(world):
     assert world.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+def test_a_part_that_finds_the_source_replaced_decides_over_another_parts_throttling(world):
+    # In part order part 1's SlowDown came first and sent the record back to the queue
+    # for nothing: the newer object's own event handles it.
+    bucket = world.bucket("race-bucket", notify=False)
+    world.s3.put_object(Bucket=bucket, Key="t/big", Body=b"o" * (11 * MIB))
+    part_2_started = threading.Event()
+
+    def part_starts(params, **_):
+        if params["PartNumber"] == 1:
+            part_2_started.wait(timeout=5)
+            raise aws_error("SlowDown", 503, "UploadPartCopy")
+        if params["PartNumber"] == 2:
+            part_2_started.set()
+            time.sleep(0.1)  # answers after part 1 failed
+            raise aws_error("PreconditionFailed", 412, "UploadPartCopy")
+
+    world.s3.meta.events.register("before-parameter-build.s3.UploadPartCopy", part_starts)
+    with ThreadPoolExecutor(2) as pool, pytest.raises(rekey.Superseded):
+        multipart_copy_of(world, bucket, "t/big", pool)
+    assert world.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
 def test_upload_is_aborted_when_its_parts_cannot_be_submitted(world):
     bucket = world.bucket("race-bucket", notify=False)
     world.s3.put_object(Bucket=bucket, Key="t/big", Body=b"o" * (11 * MIB))
