@@ -19,6 +19,7 @@ import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.utilities.batch import (
     AsyncBatchProcessor,
     EventType,
@@ -113,6 +114,10 @@ async def record_handler(record: SQSRecord) -> int:
 
 
 def _emit_metrics(inv: Invocation) -> None:
+    if is_metrics_disabled():
+        # Powertools (3.37) clears the metric set only when it prints it: disabled, every
+        # invocation would add to it for the life of the container (or sandbox).
+        return
     counts = Counter(f"outcome_{r.outcome}" for r in inv.results)
     counts.update(f"method_{r.method}" for r in inv.results if r.outcome is Outcome.REKEYED)
     if inv.malformed:

@@ -96,6 +96,19 @@ def test_mapping_query_is_paginated_and_cached():
     stub.assert_no_pending_responses()
 
 
+def test_disabled_metrics_do_not_pile_up_across_invocations(world, load_handler, monkeypatch):
+    # The sandbox runs the handler for hours with metrics disabled; Powertools then never
+    # flushes, so whatever the handler adds stays in memory (and leaks into later tests).
+    handler = load_handler()
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    bucket = world.bucket("quiet-bucket")
+    world.map(bucket, "t/", world.key("t"))
+    for n in range(3):
+        world.s3.put_object(Bucket=bucket, Key=f"t/{n}", Body=b"x")
+        handler.handler(world.event(), LambdaContext())
+    assert handler.metrics.metric_set == {}
+
+
 def test_handler_emits_outcome_and_method_metrics(world, load_handler, capsys):
     handler = load_handler()
     bucket = world.bucket("metrics-bucket")
