@@ -23,133 +23,17 @@ from components.event_filter import (
     validate_pattern,
 )
 from enforcer.events import MalformedMessage, parse_message
-
-PRINCIPAL = "AWS:AROAEXAMPLE:enforcer"
-USER = "AWS:AIDAEXAMPLEUSER"
-QUEUE_ARN = "arn:aws:sqs:us-east-1:111122223333:enforcer"
-
-
-# -- deliveries in the documented shapes ------------------------------------------
-
-
-def s3_record(
-    principal: str | None = USER, event_name: str = "ObjectCreated:Put", key: str = "tenant-a/x.csv"
-):
-    """One S3 notification record ("Event message structure", S3 User Guide)."""
-    record = {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "awsRegion": "us-east-1",
-        "eventTime": "2026-11-22T12:00:00.000Z",
-        "eventName": event_name,
-        "userIdentity": {"principalId": principal},
-        "requestParameters": {"sourceIPAddress": "203.0.113.7"},
-        "responseElements": {
-            "x-amz-request-id": "C3D13FE58DE4C810",
-            "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD",
-        },
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "configurationId": "enforcer",
-            "bucket": {
-                "name": "bkt",
-                "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
-                "arn": "arn:aws:s3:::bkt",
-            },
-            "object": {
-                "key": key,
-                "size": 1024,
-                "eTag": "d41d8cd98f00b204e9800998ecf8427e",
-                "versionId": "096fKKXTRTtl3on89fVO.nfljtsv6qko",
-                "sequencer": "0055AED6DCD90281E5",
-            },
-        },
-    }
-    if principal is None:
-        del record["userIdentity"]
-    return record
-
-
-def s3_notification(*records) -> str:
-    return json.dumps({"Records": list(records)})
-
-
-def eventbridge_event(bucket="bkt", key="tenant-a/x.csv", detail_type="Object Created") -> dict:
-    """An S3 event through EventBridge ("EventBridge event message structure")."""
-    return {
-        "version": "0",
-        "id": "17793124-05d4-b198-2fde-7ededc63b103",
-        "detail-type": detail_type,
-        "source": "aws.s3",
-        "account": "111122223333",
-        "time": "2026-11-22T12:00:00Z",
-        "region": "us-east-1",
-        "resources": [f"arn:aws:s3:::{bucket}"],
-        "detail": {
-            "version": "0",
-            "bucket": {"name": bucket},
-            "object": {
-                "key": key,
-                "size": 1024,
-                "etag": "d41d8cd98f00b204e9800998ecf8427e",
-                "sequencer": "0A",
-            },
-            "request-id": "N4N7GDK58NMKJ12R",
-            "requester": "111122223333",
-            "source-ip-address": "203.0.113.7",
-            "reason": "PutObject",
-        },
-    }
-
-
-def sns_envelope(message: str) -> str:
-    """SNS to SQS without raw message delivery: the S3 event is a JSON string in Message."""
-    return json.dumps(
-        {
-            "Type": "Notification",
-            "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
-            "TopicArn": "arn:aws:sns:us-east-1:111122223333:s3-events",
-            "Subject": "Amazon S3 Notification",
-            "Message": message,
-            "Timestamp": "2026-11-22T12:00:01.000Z",
-            "SignatureVersion": "1",
-            "Signature": "EXAMPLE",
-            "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-EXAMPLE.pem",
-            "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn=EXAMPLE",
-        }
-    )
-
-
-S3_TEST_EVENT = json.dumps(
-    {
-        "Service": "Amazon S3",
-        "Event": "s3:TestEvent",
-        "Time": "2026-11-22T12:00:00.000Z",
-        "Bucket": "bkt",
-        "RequestId": "5582815E1AEA5ADF",
-        "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE",
-    }
+from tests.aws_events import (
+    USER,
+    eventbridge_event,
+    s3_notification,
+    s3_record,
+    s3_test_event,
+    sns_delivery,
+    sqs_record,
 )
 
-
-def sqs_record(body: str) -> dict:
-    """An SQS record as Lambda's SQS event source hands it over ("Using Lambda with Amazon SQS")."""
-    return {
-        "messageId": "059f36b4-87a3-44ab-83d2-661975830a7d",
-        "receiptHandle": "AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a...",
-        "body": body,
-        "attributes": {
-            "ApproximateReceiveCount": "1",
-            "SentTimestamp": "1545082649183",
-            "SenderId": "AIDAIENQZJOLO23YVJ4VO",
-            "ApproximateFirstReceiveTimestamp": "1545082649185",
-        },
-        "messageAttributes": {},
-        "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": QUEUE_ARN,
-        "awsRegion": "us-east-1",
-    }
+PRINCIPAL = "AWS:AROAEXAMPLE:enforcer"
 
 
 # -- the deployed ESM filters -----------------------------------------------------
@@ -200,32 +84,41 @@ DELIVERIES = {
         True,
     ),
     "another function of the same role": (
-        s3_notification(s3_record("AWS:AROAEXAMPLE:enforcer-canary")),
+        s3_notification(s3_record(principal="AWS:AROAEXAMPLE:enforcer-canary")),
         True,
     ),
-    "enforcer's re-key copy": (s3_notification(s3_record(PRINCIPAL, "ObjectCreated:Copy")), False),
-    "enforcer's multipart copy": (
-        s3_notification(s3_record(PRINCIPAL, "ObjectCreated:CompleteMultipartUpload")),
+    "enforcer's re-key copy": (
+        s3_notification(s3_record(principal=PRINCIPAL, event_name="ObjectCreated:Copy")),
         False,
     ),
-    "record without userIdentity": (s3_notification(s3_record(None)), True),
+    "enforcer's multipart copy": (
+        s3_notification(s3_record(principal=PRINCIPAL, event_name="ObjectCreated:CompleteMultipartUpload")),
+        False,
+    ),
+    "record without userIdentity": (s3_notification(s3_record(principal=None)), True),
     "batch with a user record after the enforcer's": (
-        s3_notification(s3_record(PRINCIPAL, "ObjectCreated:Copy"), s3_record()),
+        s3_notification(s3_record(principal=PRINCIPAL, event_name="ObjectCreated:Copy"), s3_record()),
         True,
     ),
     "user delete (never subscribed)": (s3_notification(s3_record(event_name="ObjectRemoved:Delete")), False),
     "EventBridge Object Created": (json.dumps(eventbridge_event()), True),
     "EventBridge Object Deleted": (json.dumps(eventbridge_event(detail_type="Object Deleted")), False),
     # Raw message delivery puts the S3 JSON itself in the body: the same bytes as direct.
-    "SNS raw delivery, user": (s3_notification(s3_record()), True),
-    "SNS raw delivery, enforcer": (s3_notification(s3_record(PRINCIPAL, "ObjectCreated:Copy")), False),
-    "SNS envelope, user": (sns_envelope(s3_notification(s3_record())), True),
+    "SNS raw delivery, user": (sns_delivery(s3_notification(s3_record()), raw_message_delivery=True), True),
+    "SNS raw delivery, enforcer": (
+        sns_delivery(
+            s3_notification(s3_record(principal=PRINCIPAL, event_name="ObjectCreated:Copy")),
+            raw_message_delivery=True,
+        ),
+        False,
+    ),
+    "SNS envelope, user": (sns_delivery(s3_notification(s3_record())), True),
     # Filters cannot parse the JSON string in Message: the handler skips it instead.
     "SNS envelope, enforcer": (
-        sns_envelope(s3_notification(s3_record(PRINCIPAL, "ObjectCreated:Copy"))),
+        sns_delivery(s3_notification(s3_record(principal=PRINCIPAL, event_name="ObjectCreated:Copy"))),
         True,
     ),
-    "S3 test event": (S3_TEST_EVENT, False),
+    "S3 test event": (s3_test_event(), False),
     # Lambda: a JSON body pattern does not match a plain-string body, so it is deleted
     # (the handler would have sent it to the DLQ).
     "non-JSON body": ("ObjectCreated tenant-a/x.csv", False),
@@ -252,7 +145,8 @@ def test_every_record_the_handler_would_act_on_passes(body):
 def test_record_fields_must_come_from_one_array_element():
     """The enforcer's create plus a user's delete must not add up to a user's create."""
     body = s3_notification(
-        s3_record(PRINCIPAL, "ObjectCreated:Copy"), s3_record(USER, "ObjectRemoved:Delete")
+        s3_record(principal=PRINCIPAL, event_name="ObjectCreated:Copy"),
+        s3_record(principal=USER, event_name="ObjectRemoved:Delete"),
     )
     assert not esm_accepts(enforcer_filter_patterns(PRINCIPAL), sqs_record(body))
     pattern = {"Records": {"a": {"b": ["1"]}, "c": {"d": ["2"]}}}

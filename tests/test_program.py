@@ -37,6 +37,7 @@ from components.mocks import (
 from components.packaging import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, dependency_closure
 from enforcer import journal, mapping
 from enforcer.settings import Settings
+from tests.aws_events import USER, eventbridge_event, s3_notification, s3_record, sns_delivery, sqs_record
 
 # pulumi_aws warns at import about every deprecated class it defines (BucketV2 and
 # friends), used or not; what the program itself registers is checked through the
@@ -194,92 +195,6 @@ def wildcard_data_grants(statements) -> list[str]:
         if any(a in ("*", "s3:*", "kms:*") for a in actions):
             problems.append(f"{where}: {st.get('Sid')} grants a service wildcard {actions}")
     return problems
-
-
-def s3_record(bucket: str, key: str, principal: str, *, version_id: str | None = "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY") -> dict:
-    """An S3 event notification record in the shape the S3 User Guide documents (version 2.1)."""
-    obj = {"key": key, "size": 1024, "eTag": "d41d8cd98f00b204e9800998ecf8427e", "sequencer": "0055AED6DCD90281E5"}
-    if version_id:
-        obj["versionId"] = version_id
-    return {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "awsRegion": "us-east-1",
-        "eventTime": "2025-01-01T00:00:00.000Z",
-        "eventName": "ObjectCreated:Put" if not principal.startswith("AWS:AROA") else "ObjectCreated:Copy",
-        "userIdentity": {"principalId": principal},
-        "requestParameters": {"sourceIPAddress": "203.0.113.10"},
-        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD"},
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "configurationId": "s3-prefix-keys-0",
-            "bucket": {
-                "name": bucket,
-                "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
-                "arn": f"arn:aws:s3:::{bucket}",
-            },
-            "object": obj,
-        },
-    }
-
-
-def sqs_record(body: dict) -> dict:
-    """An SQS message as Lambda hands it to the function (and to event filtering)."""
-    text = json.dumps(body)
-    return {
-        "messageId": "059f36b4-87a3-44ab-83d2-661975830a7d",
-        "receiptHandle": "AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a",
-        "body": text,
-        "attributes": {
-            "ApproximateReceiveCount": "1",
-            "SentTimestamp": "1545082649183",
-            "SenderId": "AIDAIENQZJOLO23YVJ4VO",
-            "ApproximateFirstReceiveTimestamp": "1545082649185",
-        },
-        "messageAttributes": {},
-        "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": f"arn:aws:sqs:us-east-1:{ACCOUNT_ID}:enforcer-queue",
-        "awsRegion": "us-east-1",
-    }
-
-
-def eventbridge_event(bucket: str, key: str) -> dict:
-    """An EventBridge "Object Created" event in the documented shape."""
-    return {
-        "version": "0",
-        "id": "17793124-05d4-b198-2fde-7ededc63b103",
-        "detail-type": "Object Created",
-        "source": "aws.s3",
-        "account": ACCOUNT_ID,
-        "time": "2025-01-01T00:00:00Z",
-        "region": "us-east-1",
-        "resources": [f"arn:aws:s3:::{bucket}"],
-        "detail": {
-            "version": "0",
-            "bucket": {"name": bucket},
-            "object": {"key": key, "size": 5, "etag": "b1946ac92492d2347c6235b4d2611184", "sequencer": "00617F08299329D189"},
-            "request-id": "N4N7GDK58NMKJ12R",
-            "requester": ACCOUNT_ID,
-            "source-ip-address": "203.0.113.15",
-            "reason": "PutObject",
-        },
-    }
-
-
-def sns_envelope(message: dict) -> dict:
-    return {
-        "Type": "Notification",
-        "MessageId": "95df01b4-ee98-5cb9-9903-4c221d41eb5e",
-        "TopicArn": f"arn:aws:sns:us-east-1:{ACCOUNT_ID}:s3-events",
-        "Subject": "Amazon S3 Notification",
-        "Message": json.dumps(message),
-        "Timestamp": "2025-01-01T00:00:00.000Z",
-        "SignatureVersion": "1",
-        "Signature": "EXAMPLE",
-        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/cert.pem",
-        "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
-    }
 
 
 def esm_filters(graph: Graph) -> list[dict]:
@@ -705,9 +620,9 @@ def test_eventbridge_mode_routes_only_mapped_prefixes(prod):
     rule = prod.one(RULE)
     pattern = rule.json("eventPattern")
     for prefix in config.buckets[bucket].prefixes:
-        assert matches(pattern, eventbridge_event(bucket, f"{prefix}report.csv"))
-    assert not matches(pattern, eventbridge_event(bucket, "unmapped/report.csv"))
-    assert not matches(pattern, eventbridge_event("some-other-bucket", "tenant-a/report.csv"))
+        assert matches(pattern, eventbridge_event(f"{prefix}report.csv", bucket=bucket))
+    assert not matches(pattern, eventbridge_event("unmapped/report.csv", bucket=bucket))
+    assert not matches(pattern, eventbridge_event("tenant-a/report.csv", bucket="some-other-bucket"))
     target = prod.one(TARGET)
     assert target.inputs["rule"] == rule.outputs["name"]
     assert target.inputs["arn"] == prod.one(QUEUE, "enforcer-queue").outputs["arn"]
@@ -725,7 +640,7 @@ def test_a_notification_owned_elsewhere_is_left_alone(prod):
     assert children_of_type(prod, integration, NOTIFICATION) == []
     # The rest of the route is still this stack's: the rule, its target and the queue policy.
     (rule,) = children_of_type(prod, integration, RULE)
-    assert matches(rule.json("eventPattern"), eventbridge_event(external, "tenant-a/x.csv"))
+    assert matches(rule.json("eventPattern"), eventbridge_event("tenant-a/x.csv", bucket=external))
     (target,) = children_of_type(prod, integration, TARGET)
     assert target.inputs["arn"] == prod.one(QUEUE, "enforcer-queue").outputs["arn"]
     senders = [st["Condition"]["ArnEquals"]["aws:SourceArn"] for st in queue_statements(prod) if "ArnEquals" in st.get("Condition", {})]
@@ -814,14 +729,23 @@ def test_filters_drop_only_the_enforcers_own_copies(dev):
     own = f"AWS:{role.outputs['uniqueId']}:{function.inputs['name']}"
     bucket = dev.outputs["demoBucketNames"]["demo"]
 
-    user_put = sqs_record({"Records": [s3_record(bucket, "prefix1/report+2025.csv", "AWS:AIDAEXAMPLEUSER")]})
-    own_copy = sqs_record({"Records": [s3_record(bucket, "prefix1/report+2025.csv", own)]})
-    same_role_other_session = sqs_record(
-        {"Records": [s3_record(bucket, "prefix1/x", f"AWS:{role.outputs['uniqueId']}:a-person")]}
+    copy = "ObjectCreated:Copy"
+    user_put = sqs_record(s3_notification(s3_record("prefix1/report 2025.csv", bucket=bucket, principal=USER)))
+    own_copy = sqs_record(
+        s3_notification(s3_record("prefix1/report 2025.csv", bucket=bucket, principal=own, event_name=copy))
     )
-    via_eventbridge = sqs_record(eventbridge_event(bucket, "prefix1/report.csv"))
-    via_sns = sqs_record(sns_envelope({"Records": [s3_record(bucket, "prefix2/a.txt", "AWS:AIDAEXAMPLEUSER")]}))
-    own_copy_via_sns = sqs_record(sns_envelope({"Records": [s3_record(bucket, "prefix2/a.txt", own)]}))
+    same_role_other_session = sqs_record(
+        s3_notification(
+            s3_record(
+                "prefix1/x", bucket=bucket, principal=f"AWS:{role.outputs['uniqueId']}:a-person", event_name=copy
+            )
+        )
+    )
+    via_eventbridge = sqs_record(json.dumps(eventbridge_event("prefix1/report.csv", bucket=bucket)))
+    via_sns = sqs_record(sns_delivery(s3_notification(s3_record("prefix2/a.txt", bucket=bucket, principal=USER))))
+    own_copy_via_sns = sqs_record(
+        sns_delivery(s3_notification(s3_record("prefix2/a.txt", bucket=bucket, principal=own, event_name=copy)))
+    )
 
     assert esm_accepts(filters, user_put)
     assert not esm_accepts(filters, own_copy)
