@@ -423,8 +423,7 @@ def test_conflict_409_is_inspected_again_and_retried(world, load_handler):
     def conflict_once(**_):
         copies.append(1)
         if len(copies) == 1:
-            raise ClientError({"Error": {"Code": "ConditionalRequestConflict", "Message": "conflict"},
-                               "ResponseMetadata": {"HTTPStatusCode": 409}}, "CopyObject")
+            raise aws_error("ConditionalRequestConflict", 409, "CopyObject", "conflict")
 
     handler.s3.meta.events.register("before-call.s3.CopyObject", conflict_once)
     assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
@@ -438,10 +437,7 @@ def test_persistent_conflict_goes_back_to_the_queue(world, load_handler):
     world.map(bucket, "t/", world.key("t"), dsse=True)
     world.s3.put_object(Bucket=bucket, Key="t/x", Body=b"content")
 
-    def always(**_):
-        raise ClientError({"Error": {"Code": "ConditionalRequestConflict", "Message": "conflict"},
-                           "ResponseMetadata": {"HTTPStatusCode": 409}}, "CopyObject")
-
+    always = failing("ConditionalRequestConflict", 409, "CopyObject", "conflict")
     handler.s3.meta.events.register("before-call.s3.CopyObject", always)
     event = world.event()
     assert handler.handler(event, LambdaContext()) == {
@@ -516,11 +512,7 @@ def test_transient_error_fails_only_its_record(world, load_handler):
     event = world.event()
     throttled_id = next(r["messageId"] for r in event["Records"] if "throttled" in r["body"])
 
-    def throttle(params, **_):
-        if params.get("Key") == "t/throttled":
-            raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"},
-                               "ResponseMetadata": {"HTTPStatusCode": 503}}, "HeadObject")
-
+    throttle = failing("SlowDown", 503, "HeadObject", "slow down", when=lambda params: params.get("Key") == "t/throttled")
     handler.s3.meta.events.register("before-parameter-build.s3.HeadObject", throttle)
     assert handler.handler(event, LambdaContext()) == {"batchItemFailures": [{"itemIdentifier": throttled_id}]}
     assert world.s3.head_object(Bucket=bucket, Key="t/ok")["SSEKMSKeyId"] == world.keys["t"]
@@ -533,10 +525,7 @@ def test_kms_access_denied_is_permanent_alerted_and_not_retried(world, load_hand
     world.map(bucket, "t/", world.key("t"))
     world.s3.put_object(Bucket=bucket, Key="t/x", Body=b"x")
 
-    def denied(**_):
-        raise ClientError({"Error": {"Code": "KMS.AccessDeniedException", "Message": "not authorized to kms:Encrypt"},
-                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "UpdateObjectEncryption")
-
+    denied = failing("KMS.AccessDeniedException", 403, "UpdateObjectEncryption", "not authorized to kms:Encrypt")
     handler.s3.meta.events.register("before-call.s3.UpdateObjectEncryption", denied)
     assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
     (row,) = world.log_rows()
@@ -551,10 +540,7 @@ def test_access_denied_on_head_is_an_alerted_outcome(world, load_handler, alert_
     world.map(bucket, "t/", world.key("t"))
     world.s3.put_object(Bucket=bucket, Key="t/x", Body=b"x")
 
-    def forbidden(**_):
-        raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"},
-                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "HeadObject")
-
+    forbidden = failing("403", 403, "HeadObject", "Forbidden")
     handler.s3.meta.events.register("before-call.s3.HeadObject", forbidden)
     assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
     assert world.log_rows()[0]["outcome"] == "access-denied"
