@@ -14,6 +14,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
+from components import names
 from components.config import DEMO, NAMESPACE, BucketConfig, DemoSpec, PrefixMapping
 from components.enforcer import BucketTarget
 
@@ -50,8 +51,9 @@ class DemoBucket(pulumi.ComponentResource):
         for bucket_name, versioned in spec.buckets:
             bucket = aws.s3.Bucket(
                 f"{name}-{bucket_name}",
-                # Bucket names are global: a recognisable prefix and a unique suffix.
-                bucket_prefix=f"{NAMESPACE}-{bucket_name}-",
+                # Bucket names are global: a recognisable prefix and the provider's
+                # unique suffix, for which the prefix must leave room (components.names).
+                bucket_prefix=names.checked(names.S3_BUCKET_PREFIX, f"{NAMESPACE}-{bucket_name}-"),
                 # Demo data only: `pulumi destroy` may delete the objects too.
                 force_destroy=True,
                 opts=child,
