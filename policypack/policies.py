@@ -50,6 +50,8 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, _is_unknown
 
 from components.config import NAMESPACE, prefix_problem
+from components.iam_conditions import Unsupported
+from components.strict_mode import rule_problems as strict_rule_problems
 from enforcer.arns import KeyArnProblem, check_key_arn, region_of_key_arn
 
 PACK_NAME = "s3-prefix-keys"
@@ -889,7 +891,11 @@ def _exempt_tag(b: PolicyResource) -> Any:
     if isinstance(tags_all, dict) and EXEMPT_TAG in tags_all:
         return tags_all[EXEMPT_TAG]
     if b.provider is not None:
-        defaults = plain(value(b.provider.props, "defaultTags"))
+        # The engine hands a provider's object inputs over JSON-encoded: pulumi_aws's
+        # ProviderArgs serialises defaultTags to a string ('{"tags":{...}}').
+        defaults = json_value(b.provider.props, "defaultTags")
+        if is_unknown(defaults) or contains_unknown(defaults):
+            return UNKNOWN
         default_tags = defaults.get("tags") if isinstance(defaults, dict) else None
         if isinstance(default_tags, dict) and EXEMPT_TAG in default_tags:
             return default_tags[EXEMPT_TAG]
@@ -1404,12 +1410,33 @@ def _condition_values(st: dict, key: str) -> tuple[set[str], set[str]]:
 
 def _puts(st: dict) -> bool:
     actions = set(_strings(st.get("Action")))
-    return bool(actions & {"s3:PutObject", "s3:*", "*", "s3:Put*"})
+    return bool(actions & {"s3:PutObject", "s3:*", "*", "s3:Put*", "s3:UpdateObjectEncryption"})
+
+
+def _enforcer_roles(graph: StackGraph, run: _Run) -> list[str]:
+    """The execution roles of the functions an event source mapping feeds (the enforcer's)."""
+    roles: list[str] = []
+    for esm in graph.of_type(ESM):
+        for f in graph.of_type(FUNCTION):
+            if graph.refers_to(esm, "functionName", f, attr="name") is True or graph.refers_to(esm, "functionName", f) is True:
+                role = value(f.props, "role")
+                if isinstance(role, str):
+                    roles.append(role)
+                elif is_unknown(role):
+                    run.defer("the enforcer role that strict mode exempts", f)
+    return sorted(set(roles))
 
 
 def validate_strict_policy(args: StackValidationArgs, report: ReportViolation) -> None:
+    """Judge each strict bucket policy by strict mode's own rule (``components.strict_mode``).
+
+    The rule is evaluated with IAM's documented condition semantics over every call a
+    writer and the enforcer make, in every undocumented reading of their request
+    context: wrong keys denied, multipart parts and the enforcer never.
+    """
     run = _Run(report)
     graph = StackGraph(args.resources)
+    enforcer_roles = _enforcer_roles(graph, run)
     for g in graph.mapped_groups():
         for p in g.policies:
             doc = json_value(p.props, "policy")
@@ -1418,57 +1445,56 @@ def validate_strict_policy(args: StackValidationArgs, report: ReportViolation) -
                 continue
             if not isinstance(doc, dict):
                 continue
-            deny = [
-                st for st in as_list(doc.get("Statement"))
-                if isinstance(st, dict) and st.get("Effect") == "Deny" and _puts(st)
-            ]
-            key_denies = [st for st in deny if _condition_values(st, KEY_ID_CONDITION)[0]]
-            if not key_denies:
+            statements = [st for st in as_list(doc.get("Statement")) if isinstance(st, dict)]
+            deny = [st for st in statements if st.get("Effect") == "Deny" and _puts(st)]
+            if not any(_condition_values(st, KEY_ID_CONDITION)[0] for st in deny):
                 continue  # strict mode is off for this bucket
             rows = g.mappings
             if any(not isinstance(m.prefix, str) or not isinstance(m.kms_key_arn, str) for m in rows):
                 run.defer("the mapped prefixes and keys compared with the bucket policy", p)
                 continue
-            mapped = {m.prefix: m for m in rows}
-            names = set(g.names)
+            names = sorted(g.names)
+            if not names:
+                run.defer("the bucket name the strict statements name", p)
+                continue
+            exempted = set().union(*(_condition_values(st, "aws:PrincipalArn")[1] for st in deny))
+            # The enforcer is the stack's ESM-fed function's role; without one in the stack,
+            # the role the policy exempts is taken at its word.
+            enforcer = next((r for r in enforcer_roles if r in exempted), None) or (
+                enforcer_roles[0] if enforcer_roles else min(exempted, default="")
+            )
+            partition = next((res.split(":")[1] for st in deny for res in _strings(st.get("Resource"))
+                              if res.startswith("arn:")), "aws")
             problems: list[str] = []
-            by_prefix: dict[str, list[dict]] = defaultdict(list)
-            for st in deny:
-                for prefix in _statement_prefixes(st, names):
-                    by_prefix[prefix].append(st)
-            for prefix, m in sorted(mapped.items()):
-                sts = by_prefix.get(prefix, [])
-                wrong_key = [st for st in sts if (vals := _condition_values(st, KEY_ID_CONDITION)[1])
-                             and not _condition_values(st, KEY_ID_CONDITION)[0] <= {"Null"} and m.kms_key_arn not in vals]
-                has_key = any(
-                    m.kms_key_arn in _condition_values(st, KEY_ID_CONDITION)[1]
-                    and _condition_values(st, KEY_ID_CONDITION)[0] - {"Null"}
-                    for st in sts
-                )
-                has_null = any("Null" in _condition_values(st, KEY_ID_CONDITION)[0] for st in sts)
-                want_type = "aws:kms:dsse" if isinstance(m.dual_layer, dict) and m.dual_layer.get("BOOL") is True else "aws:kms"
-                has_type = any(want_type in _condition_values(st, SSE_CONDITION)[1] for st in sts)
-                if not sts:
-                    problems.append(f"mapped prefix '{prefix}' has no deny statement")
+            for prefix, m in sorted({m.prefix: m for m in rows}.items()):
+                dsse = isinstance(m.dual_layer, dict) and m.dual_layer.get("BOOL") is True
+                try:
+                    found = strict_rule_problems(
+                        statements, partition=partition, bucket=names[0], prefix=prefix, key_arn=m.kms_key_arn,
+                        sse_type="aws:kms:dsse" if dsse else "aws:kms", enforcer_role_arn=enforcer or "<no enforcer role>",
+                    )
+                except Unsupported as e:
+                    problems.append(f"'{prefix}': a statement cannot be evaluated ({e})")
                     continue
-                if wrong_key:
-                    problems.append(f"'{prefix}' denies uploads unless they name another key than the mapped {m.kms_key_arn}")
-                if not has_key:
-                    problems.append(f"'{prefix}' does not deny uploads naming a key other than {m.kms_key_arn}")
-                if not has_null:
-                    problems.append(f"'{prefix}' does not deny uploads that name no key (a Null condition)")
-                if not has_type:
-                    problems.append(f"'{prefix}' does not deny uploads whose SSE type is not {want_type}")
-            for prefix in sorted(set(by_prefix) - set(mapped)):
-                if any(_condition_values(st, KEY_ID_CONDITION)[0] for st in by_prefix[prefix]):
-                    problems.append(f"'{prefix}' has key-enforcing deny statements but is not mapped")
+                if found:
+                    # One line per call; its other readings are counted, not repeated.
+                    calls: dict[str, str] = {}
+                    for f in found:
+                        calls.setdefault(f.split(" (", 1)[0], f)
+                    first = list(calls.values())
+                    shown = "; ".join(first[:6]) + (f"; and {len(first) - 6} more calls" if len(first) > 6 else "")
+                    problems.append(f"'{prefix}' {shown}")
+            by_prefix = {prefix for st in deny for prefix in _statement_prefixes(st, set(names))
+                         if _condition_values(st, KEY_ID_CONDITION)[0]}
+            for prefix in sorted(by_prefix - {m.prefix for m in rows}):
+                problems.append(f"'{prefix}' has key-enforcing deny statements but is not mapped")
             if problems:
                 run.violation(
                     p,
-                    f"{describe(p)} is in strict mode for {g.label} but its deny statements do not match the "
-                    f"mapping: {'; '.join(problems)}. Uploads are then rejected for correct keys or accepted for "
-                    "wrong ones. Fix: let BucketIntegration generate the strict statements (`strict: true`) and "
-                    "keep hand-written `policyStatements` free of key conditions.",
+                    f"{describe(p)} is in strict mode for {g.label} but its deny statements break strict mode's "
+                    f"rule (wrong keys denied; multipart parts and the enforcer role {enforcer or '(none found)'} "
+                    f"never): {'; '.join(problems)}. Fix: let BucketIntegration generate the strict statements "
+                    "(`strict: true`) and keep hand-written `policyStatements` free of key conditions.",
                 )
     run.finish()
 

@@ -583,14 +583,38 @@ def test_bucket_with_a_generated_name_is_exempt_once_the_name_is_known(graphs, m
     assert len(violations(run(g, P.bucket_has_key_mapping, {"exemptBuckets": []}))) == 1
 
 
-def test_bucket_exempt_by_the_providers_default_tags(graphs):
-    # tagsAll (which merges them in) is computed, so unknown at a first preview.
+@pytest.mark.parametrize(("exempt", "passes"), [("true", True), ("false", False)])
+def test_bucket_exempt_by_the_providers_default_tags(graphs, exempt, passes):
+    # tagsAll (which merges them in) is computed, so unknown at a first preview. The
+    # engine sends the provider's defaultTags JSON-encoded, as pulumi_aws serialises it.
     g = graphs("dev", "first-preview")
     bucket = add_unmapped_bucket(g)
     assert bucket.outputs["tagsAll"] is UNKNOWN
     provider = g.by_urn(bucket.provider)
-    provider.inputs["defaultTags"] = provider.outputs["defaultTags"] = {"tags": {"s3-prefix-keys:exempt": "true"}}
-    assert run(g, P.bucket_has_key_mapping).diagnostics == []
+    sent = json.dumps({"tags": {"s3-prefix-keys:exempt": exempt, "team": "storage"}})
+    provider.inputs["defaultTags"] = provider.outputs["defaultTags"] = sent
+    assert (run(g, P.bucket_has_key_mapping).diagnostics == []) is passes
+
+
+def test_providers_default_tags_as_pulumi_aws_sends_them():
+    # What the real provider object puts on the wire for defaultTags: a JSON string.
+    # (pulumi_aws/provider.py registers it through pulumi.runtime.to_json.)
+    from pathlib import Path
+
+    import pulumi_aws.provider
+
+    source = Path(pulumi_aws.provider.__file__).read_text()
+    assert '__props__.__dict__["default_tags"] = pulumi.Output.from_input(default_tags).apply(pulumi.runtime.to_json)' in source
+
+
+def test_unknown_default_tags_defer(graphs):
+    g = graphs("dev", "first-preview")
+    bucket = add_unmapped_bucket(g)
+    provider = g.by_urn(bucket.provider)
+    provider.inputs["defaultTags"] = provider.outputs["defaultTags"] = UNKNOWN
+    report = run(g, P.bucket_has_key_mapping)
+    assert violations(report) == []
+    assert "whether the unmapped bucket is exempt (its tags or generated name)" in deferred(report)
 
 
 def test_bucket_exempt_by_tag_passes(graphs):
@@ -929,57 +953,94 @@ def strict_statements(g: StackGraph) -> tuple[Record, dict]:
     return p, json.loads(p.inputs["policy"])
 
 
-# A config bucket's strict statements hold literal names and key ARNs: known at a
-# first preview too.
+def strict_violation(g: StackGraph, doc: dict) -> str:
+    """The one advisory the policy reports on the tenant bucket's policy, set to ``doc``."""
+    p = one(g, BUCKET_POLICY, TENANT)
+    g.set_property(p, "policy", json.dumps(doc))
+    found = violations(run(g, P.strict_policy_matches_mapping))
+    assert [(v.level, v.resource_type) for v in found] == [("advisory", BUCKET_POLICY)]
+    return found[0].message
+
+
+def enforcer_role_arn(g: StackGraph) -> str:
+    return one(g, "aws:iam/role:Role", "enforcer-role").outputs["arn"]
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_strict_policy_matching_the_mapping_passes(graphs, mode):
+    # The statements name the enforcer role's ARN, so a first preview cannot see them.
     g = graphs("tenant", mode)
+    p = one(g, BUCKET_POLICY, TENANT)
+    assert_passes_once_known(run(g, P.strict_policy_matches_mapping), mode,
+                             f"the bucket policy document of {BUCKET_POLICY} '{p.name}'")
+
+
+def test_strict_policy_exempts_the_stacks_enforcer_role(graphs):
+    g = graphs("tenant")
     _, doc = strict_statements(g)
-    assert len(doc["Statement"]) == 6
-    assert run(g, P.strict_policy_matches_mapping).diagnostics == []
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_strict_policy_missing_a_prefix_or_naming_another_key_fails(graphs, mode):
-    g = graphs("tenant", mode)
-    p, doc = strict_statements(g)
-    doc["Statement"] = [s for s in doc["Statement"] if not s["Resource"].endswith("/b/*")]
-    g.set_property(p, "policy", json.dumps(doc))
-    found = violations(run(g, P.strict_policy_matches_mapping))
-    assert [(v.level, v.resource_type) for v in found] == [("advisory", BUCKET_POLICY)]
-    assert "mapped prefix 'b/' has no deny statement" in found[0].message
-
-    g = graphs("tenant", mode)
-    p, doc = strict_statements(g)
+    role = enforcer_role_arn(g)
+    assert all(s["Condition"]["ArnNotEquals"] == {"aws:PrincipalArn": role} for s in doc["Statement"])
+    other = "arn:aws:iam::111122223333:role/someone-else"
     for s in doc["Statement"]:
-        if s["Resource"].endswith("/a/*") and "StringNotEquals" in s["Condition"]:
-            s["Condition"]["StringNotEquals"] = {
-                k: (KEY_B if k.endswith("key-id") else v) for k, v in s["Condition"]["StringNotEquals"].items()
-            }
-    g.set_property(p, "policy", json.dumps(doc))
-    found = violations(run(g, P.strict_policy_matches_mapping))
-    assert len(found) == 1
-    assert f"'a/' denies uploads unless they name another key than the mapped {KEY_A}" in found[0].message
+        s["Condition"]["ArnNotEquals"] = {"aws:PrincipalArn": other}
+    message = strict_violation(g, doc)
+    assert f"the enforcer role {role}" in message and "'a/' denies the enforcer's PutObject naming another key" in message
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_strict_policy_covering_an_unmapped_prefix_fails(graphs, mode):
-    g = graphs("tenant", mode)
-    p, doc = strict_statements(g)
+def test_strict_policy_of_the_old_shape_breaks_multipart_uploads(graphs):
+    # Before issue 9: Null plus StringNotEquals on s3:PutObject, per prefix, no exemption.
+    g = graphs("tenant")
+    _, doc = strict_statements(g)
+    old = []
+    for prefix, key, sse in (("a/", KEY_A, "aws:kms"), ("b/", KEY_B, "aws:kms:dsse")):
+        deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{TENANT}/{prefix}*"}
+        old += [
+            {**deny, "Condition": {"Null": {P.KEY_ID_CONDITION: "true"}}},
+            {**deny, "Condition": {"StringNotEquals": {P.KEY_ID_CONDITION: key}}},
+            {**deny, "Condition": {"StringNotEquals": {P.SSE_CONDITION: sse}}},
+        ]
+    message = strict_violation(g, {**doc, "Statement": old})
+    assert "denies the writer's UploadPart (no encryption keys" in message
+    assert "denies the writer's CompleteMultipartUpload (no encryption keys" in message
+    assert "'a/' " in message and "'b/' " in message
+
+
+def test_strict_policy_missing_a_prefix_or_naming_another_key_fails(graphs):
+    g = graphs("tenant")
+    _, doc = strict_statements(g)
+    doc["Statement"] = [s for s in doc["Statement"] if s["Sid"] != "StrictOtherKeyB"]
+    message = strict_violation(g, doc)
+    assert "'b/' does not deny the writer's PutObject naming another key" in message
+    assert "'a/'" not in message
+
+    g = graphs("tenant")
+    _, doc = strict_statements(g)
+    (st,) = [s for s in doc["Statement"] if s["Sid"] == "StrictOtherKeyA"]
+    st["Condition"]["StringNotEquals"] = {P.KEY_ID_CONDITION: KEY_B}
+    message = strict_violation(g, doc)
+    assert "'a/' denies the writer's PutObject naming the prefix's key" in message
+
+
+def test_strict_policy_covering_an_unmapped_prefix_fails(graphs):
+    g = graphs("tenant")
+    _, doc = strict_statements(g)
     stale = [dict(s, Sid=s["Sid"] + "Old", Resource=s["Resource"].replace("/a/*", "/old/*"))
-             for s in doc["Statement"] if s["Resource"].endswith("/a/*")]
+             for s in doc["Statement"] if s["Sid"] == "StrictOtherKeyA"]
     doc["Statement"] += stale
-    g.set_property(p, "policy", json.dumps(doc))
-    found = violations(run(g, P.strict_policy_matches_mapping))
-    assert len(found) == 1 and "'old/' has key-enforcing deny statements but is not mapped" in found[0].message
+    assert "'old/' has key-enforcing deny statements but is not mapped" in strict_violation(g, doc)
+
+
+def test_strict_policy_with_an_operator_the_model_lacks_is_reported(graphs):
+    g = graphs("tenant")
+    _, doc = strict_statements(g)
+    doc["Statement"][0]["Condition"]["ForAnyValue:StringEquals"] = {"aws:TagKeys": "x"}
+    assert "a statement cannot be evaluated (set operator ForAnyValue:StringEquals)" in strict_violation(g, doc)
 
 
 def test_strict_policy_built_from_unknown_values_is_deferred(graphs):
     # A document computed from a key the stack creates is unknown until the key exists.
     g = graphs("tenant", "first-preview")
-    p, _ = strict_statements(g)
+    p = one(g, BUCKET_POLICY, TENANT)
     g.set_property(p, "policy", UNKNOWN, deps=[one(g, KEY, "enforcer-alerts-key").urn])
     report = run(g, P.strict_policy_matches_mapping)
     assert violations(report) == []
