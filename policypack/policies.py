@@ -78,6 +78,8 @@ ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 TOPIC = "aws:sns/topic:Topic"
 EVENT_RULE = "aws:cloudwatch/eventRule:EventRule"
 EVENT_TARGET = "aws:cloudwatch/eventTarget:EventTarget"
+# pulumi-aws v7's token (pulumi_aws/s3/bucket_replication_config.py, @pulumi.type_token).
+REPLICATION_CONFIG = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
 INTEGRATION = f"{NAMESPACE}:index:BucketIntegration"
 
 EXEMPT_TAG = f"{NAMESPACE}:exempt"
@@ -276,6 +278,7 @@ class BucketGroup:
     policies: list[PolicyResource] = field(default_factory=list)
     sse_configs: list[PolicyResource] = field(default_factory=list)
     integrations: list[PolicyResource] = field(default_factory=list)
+    replications: list[PolicyResource] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -509,7 +512,8 @@ class StackGraph:
             if isinstance(m.bucket, str):
                 toks.add(f"name:{m.bucket}")
             entries.append(("mapping", m, m.resource, toks))
-        for kind, types in (("notification", (NOTIFICATION,)), ("policy", (BUCKET_POLICY,)), ("sse", SSE_CONFIG_TYPES)):
+        for kind, types in (("notification", (NOTIFICATION,)), ("policy", (BUCKET_POLICY,)), ("sse", SSE_CONFIG_TYPES),
+                            ("replication", (REPLICATION_CONFIG,))):
             for r in self.of_type(*types):
                 entries.append((kind, r, r, self._tokens(r, "bucket")))
         for rule in self.of_type(EVENT_RULE):
@@ -552,7 +556,8 @@ class StackGraph:
 
         groups: dict[str, BucketGroup] = {}
         field_of = {"bucket": "buckets", "mapping": "mappings", "notification": "notifications", "rule": "rules",
-                    "policy": "policies", "sse": "sse_configs", "integration": "integrations"}
+                    "policy": "policies", "sse": "sse_configs", "integration": "integrations",
+                    "replication": "replications"}
         for i, (kind, obj, r, toks) in enumerate(entries):
             roots = {uf.find(t) for t in attached[i]} if i in attached else {uf.find(next(iter(own[i])))}
             for root in sorted(roots):
@@ -1590,6 +1595,70 @@ def validate_default_encryption(args: StackValidationArgs, report: ReportViolati
 
 
 # ---------------------------------------------------------------------------
+# 8. replicated-prefix-rekeyed-by-copy (advisory)
+
+
+def _rule_prefix(rule: dict) -> Any:
+    """The key prefix a replication rule selects ("" for every object), UNKNOWN if not known yet."""
+    filt = rule.get("filter")
+    if is_unknown(filt):
+        return UNKNOWN
+    if isinstance(filt, dict):
+        inner = filt.get("and") if isinstance(filt.get("and"), dict) else filt
+        return inner.get("prefix") or ""
+    return rule.get("prefix") or ""  # the deprecated top-level prefix (V1 rules)
+
+
+def validate_replicated_prefixes(args: StackValidationArgs, report: ReportViolation) -> None:
+    """Tell the operator what replication does to a mapped prefix the enforcer re-keys.
+
+    UpdateObjectEncryption does not re-key existing replicas (User Guide, "Updating
+    server-side encryption for existing data"), so the enforcer re-keys replicated
+    prefixes by copy; the copy is a new object that replication sends on, encrypted
+    with the rule's ``replicaKmsKeyId``. A rule whose
+    ``sourceSelectionCriteria.sseKmsEncryptedObjects`` is not Enabled does not
+    replicate SSE-KMS objects at all (User Guide, "Replicating encrypted objects").
+    """
+    run = _Run(report)
+    graph = StackGraph(args.resources)
+    for g in graph.mapped_groups():
+        prefixes, _ = g.mapped_prefixes()
+        for rc in g.replications:
+            rules = plain(value(rc.props, "rules"))
+            if contains_unknown(rules):
+                run.defer("the replication rules", rc)
+                continue
+            for rule in [r for r in as_list(rules) if isinstance(r, dict) and r.get("status") == "Enabled"]:
+                selected = _rule_prefix(rule)
+                if is_unknown(selected):
+                    run.defer("the replication rules", rc)
+                    continue
+                covered = [p for p in prefixes if p.startswith(selected) or selected.startswith(p)]
+                if not covered:
+                    continue
+                dest = rule.get("destination") if isinstance(rule.get("destination"), dict) else {}
+                enc = dest.get("encryptionConfiguration") if isinstance(dest.get("encryptionConfiguration"), dict) else {}
+                replica_key = enc.get("replicaKmsKeyId")
+                criteria = rule.get("sourceSelectionCriteria") if isinstance(rule.get("sourceSelectionCriteria"), dict) else {}
+                sse_kms = criteria.get("sseKmsEncryptedObjects") if isinstance(criteria.get("sseKmsEncryptedObjects"), dict) else {}
+                rule_name = f"rule '{rule['id']}'" if isinstance(rule.get("id"), str) else "a rule"
+                if sse_kms.get("status") != "Enabled":
+                    what = ("does not replicate SSE-KMS objects (sourceSelectionCriteria.sseKmsEncryptedObjects is "
+                            "not Enabled), so once re-keyed these objects are not replicated at all. Fix: enable "
+                            "sseKmsEncryptedObjects and set destination.encryptionConfiguration.replicaKmsKeyId")
+                else:
+                    what = (f"sends the copy on; the replica is encrypted under the rule's replica KMS key "
+                            f"{replica_key if isinstance(replica_key, str) else '(none set)'}, not the prefix's key")
+                run.violation(
+                    rc,
+                    f"{describe(rc)} replicates mapped prefix(es) {', '.join(repr(p) for p in covered)} of "
+                    f"{g.label} ({rule_name}, prefix '{selected}'). The enforcer re-keys such prefixes by copy, "
+                    f"because UpdateObjectEncryption does not re-key replicas; the rule {what}.",
+                )
+    run.finish()
+
+
+# ---------------------------------------------------------------------------
 # The policies
 
 
@@ -1706,6 +1775,16 @@ bucket_default_encryption_is_kms = StackValidationPolicy(
     "configuration (SSE-KMS, bucket keys on).",
 )
 
+replicated_prefix_rekeyed_by_copy = StackValidationPolicy(
+    name="replicated-prefix-rekeyed-by-copy",
+    description="A mapped prefix that a replication rule in the stack covers is re-keyed by copy; says what the "
+    "replica gets.",
+    validate=validate_replicated_prefixes,
+    enforcement_level=EnforcementLevel.ADVISORY,
+    remediation_steps="Let the rule replicate SSE-KMS objects (sourceSelectionCriteria.sseKmsEncryptedObjects "
+    "Enabled) with destination.encryptionConfiguration.replicaKmsKeyId set to the key the replicas should have.",
+)
+
 POLICIES = [
     bucket_notification_routes_to_enforcer,
     bucket_has_key_mapping,
@@ -1715,6 +1794,7 @@ POLICIES = [
     notification_filters_do_not_overlap,
     strict_policy_matches_mapping,
     bucket_default_encryption_is_kms,
+    replicated_prefix_rekeyed_by_copy,
 ]
 """Every policy of the pack, in the order ``PolicyPack`` registers them."""
 

@@ -158,6 +158,7 @@ SPEC = {
     "notification-filters-do-not-overlap": (ResourceValidationPolicy, EnforcementLevel.MANDATORY),
     "strict-policy-matches-mapping": (StackValidationPolicy, EnforcementLevel.ADVISORY),
     "bucket-default-encryption-is-kms": (StackValidationPolicy, EnforcementLevel.ADVISORY),
+    "replicated-prefix-rekeyed-by-copy": (StackValidationPolicy, EnforcementLevel.ADVISORY),
 }
 
 
@@ -1256,3 +1257,71 @@ def test_disabled_policy_does_not_run_and_levels_apply(graphs):
     advisory = check.analyze(g, {"bucket-has-key-mapping": {"enforcementLevel": "advisory"}},
                              policies=[P.bucket_has_key_mapping])
     assert [d.level for d in advisory.diagnostics] == ["advisory"] and advisory.exit_code == 0
+
+
+# ---------------------------------------------------------------------------
+# 8. replicated-prefix-rekeyed-by-copy (advisory)
+
+REPLICATION = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
+REPLICA_KEY = "arn:aws:kms:us-west-2:111122223333:key/77777777-6666-5555-4444-333333333333"
+
+
+def add_replication(g: StackGraph, rules: object) -> Record:
+    """A user's BucketReplicationConfig on the tenant bucket (engine shape: camelCase)."""
+    bucket = one(g, BUCKET_POLICY, TENANT)
+    inputs = {"bucket": TENANT, "role": "arn:aws:iam::111122223333:role/replication", "rules": rules}
+    return g.add(Record(
+        urn=bucket.urn.rsplit("::", 1)[0].replace(BUCKET_POLICY, REPLICATION) + "::tenant-replication",
+        type=REPLICATION, name="tenant-replication", custom=True, inputs=inputs, outputs=dict(inputs),
+        parent=next(r for r in g.records if r.type == "pulumi:pulumi:Stack").urn, provider=bucket.provider,
+    ))
+
+
+def replication_rule(prefix: str, *, sse_kms: str | None = "Enabled", replica_key: str | None = REPLICA_KEY) -> dict:
+    destination: dict = {"bucket": "arn:aws:s3:::tenant-data-replica"}
+    if replica_key:
+        destination["encryptionConfiguration"] = {"replicaKmsKeyId": replica_key}
+    rule: dict = {"id": f"rep-{prefix or 'all'}", "status": "Enabled", "filter": {"prefix": prefix},
+                  "destination": destination}
+    if sse_kms:
+        rule["sourceSelectionCriteria"] = {"sseKmsEncryptedObjects": {"status": sse_kms}}
+    return rule
+
+
+def test_the_pack_knows_the_replication_token():
+    import pulumi_aws
+
+    assert pulumi_aws.s3.BucketReplicationConfig.pulumi_type == P.REPLICATION_CONFIG == REPLICATION
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_replicated_mapped_prefix_is_flagged_with_what_the_replica_gets(graphs, mode):
+    g = graphs("tenant", mode)
+    add_replication(g, [replication_rule("a/")])
+    (found,) = violations(run(g, P.replicated_prefix_rekeyed_by_copy))
+    assert found.level == "advisory" and found.resource_type == REPLICATION
+    assert "mapped prefix(es) 'a/'" in found.message and "re-keys such prefixes by copy" in found.message
+    assert f"replica is encrypted under the rule's replica KMS key {REPLICA_KEY}" in found.message
+
+
+@pytest.mark.parametrize("sse_kms", [None, "Disabled"])
+def test_rule_not_replicating_sse_kms_objects_says_the_copy_is_not_replicated(graphs, sse_kms):
+    g = graphs("tenant")
+    add_replication(g, [replication_rule("", sse_kms=sse_kms)])  # every object: both prefixes
+    (found,) = violations(run(g, P.replicated_prefix_rekeyed_by_copy))
+    assert "'a/', 'b/'" in found.message and "not replicated at all" in found.message
+
+
+def test_replication_of_unmapped_prefixes_or_disabled_rules_is_quiet(graphs):
+    g = graphs("tenant")
+    disabled = {**replication_rule("b/"), "status": "Disabled"}
+    add_replication(g, [replication_rule("logs/"), disabled])
+    assert run(g, P.replicated_prefix_rekeyed_by_copy).diagnostics == []
+
+
+def test_unknown_replication_rules_defer(graphs):
+    g = graphs("tenant", "first-preview")
+    rc = add_replication(g, UNKNOWN)
+    report = run(g, P.replicated_prefix_rekeyed_by_copy)
+    assert violations(report) == []
+    assert f"the replication rules of {REPLICATION} '{rc.name}'" in deferred(report)
