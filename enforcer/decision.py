@@ -40,7 +40,8 @@ class Presence(StrEnum):
     PRESENT = "present"
     GONE = "gone"  # 404, or the version / current object is a delete marker
     SSE_C = "sse-c"  # HEAD without the customer key answers 400
-    ACCESS_DENIED = "access-denied"  # HEAD answers 403: a missing grant
+    ACCESS_DENIED = "access-denied"  # HEAD answers 403 and the probes say S3 denies the read
+    KMS_DENIED = "kms-denied"  # HEAD answers 403 for the checksum; kms:Decrypt on the key is missing
 
 
 class Outcome(StrEnum):
@@ -82,6 +83,72 @@ class Method(StrEnum):
     UPDATE_ENCRYPTION = "update-object-encryption"
     COPY = "copy"
     MULTIPART_COPY = "multipart-copy"
+
+
+class Refusal(StrEnum):
+    """Why S3 refused an UpdateObjectEncryption (``enforcer/refusals.py`` tells them apart).
+
+    All but UNSUPPORTED come back as 403 AccessDenied.
+    """
+
+    UNSUPPORTED = "unsupported"  # InvalidRequest/NotImplemented, or a boto3 without the call
+    OBJECT_LOCK = "object-lock"  # a retention mode or legal hold (a lapsed retention may count)
+    OTHER_ACCOUNT_KEY = "other-account-key"  # the key is not the bucket owner's
+    KMS_DENIED = "kms-denied"  # a KMS permission UpdateObjectEncryption needs that a copy may not
+    S3_DENIED = "s3-denied"  # S3 itself denies the call: a missing grant or a bucket policy
+
+
+@dataclass(frozen=True)
+class UpdateRefused:
+    """S3's refusal of an UpdateObjectEncryption, classified."""
+
+    refusal: Refusal
+    detail: str  # S3's own message, for the log row
+
+    def __str__(self) -> str:
+        return f"{self.refusal}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class ReplicationRule:
+    """One Enabled replication rule whose filter covers the object."""
+
+    rule_id: str
+    destination: str  # the destination bucket's ARN
+    replica_kms_key_id: str | None  # EncryptionConfiguration.ReplicaKmsKeyID
+    sse_kms_selected: bool  # SourceSelectionCriteria.SseKmsEncryptedObjects is Enabled
+    tag_filtered: bool = False  # the filter also names tags, which HEAD does not show
+
+    def describe(self) -> str:
+        where = f"rule {self.rule_id!r} to {self.destination}"
+        if not self.sse_kms_selected:
+            # Replicating encrypted objects: S3 replicates objects encrypted with a KMS key
+            # only when the rule opts in with SseKmsEncryptedObjects.
+            return f"not replicated at all by {where}: its SourceSelectionCriteria.SseKmsEncryptedObjects is not Enabled"
+        key = self.replica_kms_key_id or "no ReplicaKmsKeyID named in the rule"
+        tags = " (if the object's tags match the rule's)" if self.tag_filtered else ""
+        return f"replicated by {where}{tags}, encrypted there with {key}"
+
+
+@dataclass(frozen=True)
+class Replication:
+    """What the bucket's replication configuration says about one object key."""
+
+    rules: tuple[ReplicationRule, ...] = ()
+    unknown: str | None = None  # why the configuration could not be read
+
+    @property
+    def replicates(self) -> bool:
+        # Unreadable counts as replicating: a copy is right either way, an update in place
+        # would leave any replica on the old key.
+        return bool(self.rules) or self.unknown is not None
+
+    def describe(self) -> str | None:
+        if self.unknown is not None:
+            return f"replication unknown ({self.unknown}): copied so that any replica follows"
+        if not self.rules:
+            return None
+        return "; ".join(rule.describe() for rule in self.rules)
 
 
 @dataclass(frozen=True)
@@ -133,6 +200,8 @@ class Decision:
     target: Target | None = None
     # Copy path on a versioned bucket: what to do with the replaced version.
     old_version_action: str | None = None
+    fallback: str | None = None  # why a copy, where UpdateObjectEncryption would have done
+    replica: str | None = None  # what the object's replicas get from this re-key
 
     @property
     def alert(self) -> bool:
@@ -170,6 +239,8 @@ def decide(
     multipart_threshold: int = 5 * 1024**3,
     default_old_version_action: str = "delete",
     now: datetime | None = None,
+    update_refused: UpdateRefused | None = None,
+    replication: Replication | None = None,
 ) -> Decision:
     """The action one object needs.
 
@@ -177,6 +248,9 @@ def decide(
     up first, so an unmapped object costs no S3 call.
     ``own_write`` is true when the event was caused by the enforcer's own write;
     ``event_etag`` is the ETag that event names, when it names one.
+    ``update_refused``: how S3 answered an UpdateObjectEncryption of this object.
+    ``replication``: what the bucket's replication rules say about this key (None: not
+    read, which the engine does only once an update in place is on the table).
     """
     if mapping is None:
         return Decision(Outcome.UNMAPPED, REASON_UNMAPPED)
@@ -201,8 +275,18 @@ def decide(
     if state.presence is Presence.ACCESS_DENIED:
         return Decision(
             Outcome.ACCESS_DENIED,
-            "Access denied reading the object (HEAD 403): the enforcer role lacks a grant for this "
-            "prefix, or the bucket policy denies it",
+            "Access denied reading the object (HEAD 403, and a read without the checksum too): the "
+            "enforcer role lacks the s3:GetObject grant for this prefix, or the bucket policy denies it",
+            target=target,
+        )
+    if state.presence is Presence.KMS_DENIED and not is_compliant(state, target):
+        # Neither method works without it: a copy reads the data and UpdateObjectEncryption
+        # re-wraps its data key, both with kms:Decrypt on the object's current key.
+        return Decision(
+            Outcome.ACCESS_DENIED,
+            f"Access denied using the object's KMS key {state.kms_key_arn or '(not named)'}: HEAD with "
+            "ChecksumMode needs kms:Decrypt on it, and so does re-keying. Add that key ARN to the "
+            "bucket's sourceKeyArns",
             target=target,
         )
     if is_compliant(state, target):
@@ -222,6 +306,14 @@ def decide(
             target=target,
         )
 
+    if update_refused is not None and update_refused.refusal is Refusal.S3_DENIED:
+        return Decision(
+            Outcome.FAILED,
+            f"{reason}; S3 denied UpdateObjectEncryption ({update_refused.detail}): the enforcer role "
+            "lacks s3:UpdateObjectEncryption or s3:PutObject here, or a bucket policy denies it",
+            target=target,
+        )
+
     now = now or datetime.now(UTC)
     locked = state.locked(now)
     can_update_in_place = (
@@ -229,7 +321,15 @@ def decide(
         and state.sse_type in (SSE_S3, SSE_KMS)
         and not locked
     )
-    if can_update_in_place:
+    replica = replication.describe() if replication is not None else None
+    fallback = None
+    if can_update_in_place and update_refused is not None:
+        fallback = str(update_refused)
+    elif can_update_in_place and replication is not None and replication.replicates:
+        # User Guide, "Updating server-side encryption for existing data": the update does
+        # not reach the replicas. A copy is a new write, which replication carries over.
+        fallback = f"the prefix replicates, and UpdateObjectEncryption would not re-key the replica ({replica})"
+    if can_update_in_place and fallback is None:
         # UpdateObjectEncryption re-wraps the data key: no data moves, archived objects
         # need no restore, and the exact version is re-keyed without a new one.
         return Decision(Outcome.REKEY, reason, Method.UPDATE_ENCRYPTION, target)
@@ -240,11 +340,14 @@ def decide(
             f"{reason}; the object is archived ({state.archive_status or state.storage_class}) and "
             "only a copy can re-key it here, which needs a restore first (RestoreObject, then backfill)",
             target=target,
+            fallback=fallback,
         )
     method = Method.MULTIPART_COPY if state.size > multipart_threshold else Method.COPY
     old_version_action = None
     if state.versioned:
         # A locked version cannot be deleted until its retention ends; the copy keeps
-        # the same retention on the new version.
-        old_version_action = "keep" if locked else (mapping.old_version_action or default_old_version_action)
-    return Decision(Outcome.REKEY, reason, method, target, old_version_action)
+        # the same retention on the new version. S3's own Object Lock refusal counts as a
+        # lock even where HEAD showed none live (a lapsed retention, or no grant to see it).
+        kept = locked or (update_refused is not None and update_refused.refusal is Refusal.OBJECT_LOCK)
+        old_version_action = "keep" if kept else (mapping.old_version_action or default_old_version_action)
+    return Decision(Outcome.REKEY, reason, method, target, old_version_action, fallback, replica)

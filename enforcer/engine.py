@@ -14,13 +14,15 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from enforcer import rekey
+from enforcer import refusals, rekey
 from enforcer.decision import (
     ALERTING,
     Decision,
     Method,
     ObjectState,
     Outcome,
+    Replication,
+    UpdateRefused,
     decide,
     is_compliant,
     reason_superseded,
@@ -28,6 +30,7 @@ from enforcer.decision import (
 )
 from enforcer.events import ObjectRef
 from enforcer.mapping import Mapping, MappingSource, Target
+from enforcer.replication import BucketReplication
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ class Result:
     new_version_id: str | None = None
     old_version: str | None = None  # deleted | kept | kept: <why>
     fallback: str | None = None  # why UpdateObjectEncryption was not used
+    replica: str | None = None  # what the object's replicas get (bucket replication rules)
 
     @property
     def alert(self) -> bool:
@@ -93,7 +97,8 @@ class Enforcer:
         self.settings = settings or EngineSettings()
         self._clock = clock
         self._acl_modes = rekey.BucketAclModes(s3)
-        self._update_refused_keys: dict[str, str] = {}  # key ARN -> S3's refusal
+        self._replication = BucketReplication(s3)
+        self._key_refusals = refusals.KeyRefusals()
         # Threads start only when a multipart copy needs them; a pool of its own keeps
         # part copies from waiting behind the record workers that started them.
         self._part_pool = ThreadPoolExecutor(self.settings.part_concurrency, thread_name_prefix="part-copy")
@@ -123,33 +128,27 @@ class Enforcer:
         if mapping is None or mapping.problem:
             decision = self._decide(None, mapping, ref)
             return Result(ref, decision.outcome, decision.reason)
-        if refused is None and mapping.target.kms_key_arn in self._update_refused_keys:
-            refused = rekey.KeyOfAnotherAccount(self._update_refused_keys[mapping.target.kms_key_arn])
-        fallback = str(refused) if isinstance(refused, rekey.Fallback) else None
         for attempt in range(self.settings.max_conflict_retries + 1):
             state = rekey.inspect(self.s3, ref.bucket, ref.key, ref.version_id)
-            decision = self._decide(state, mapping, ref, "copy" if fallback else None)
+            known = self._classify(refused, state, mapping.target) if isinstance(refused, rekey.Refused) else None
+            decision = self._judge(state, mapping, ref, known)
 
             def ended(outcome: Outcome, reason: str, decision: Decision = decision, state: ObjectState = state):
-                return Result(ref, outcome, reason, decision.method, state, decision.target, fallback=fallback)
+                return Result(ref, outcome, reason, decision.method, state, decision.target,
+                              fallback=decision.fallback, replica=decision.replica)
 
             if decision.outcome is not Outcome.REKEY:
                 return replace(ended(decision.outcome, decision.reason), method=None)
             try:
-                if refused is not None and decision.method is Method.UPDATE_ENCRYPTION:
+                if isinstance(refused, rekey.PermanentFailure) and decision.method is Method.UPDATE_ENCRYPTION:
                     raise refused  # S3's answer to this very request, already had
-                result = self._act(ref, mapping, state, decision)
-                return replace(result, fallback=result.fallback or fallback)
+                return self._act(ref, mapping, state, decision)
             except rekey.Conflict:
                 log.info("conflicting write on %s (attempt %d); inspecting again", ref.s3_path, attempt + 1)
             except rekey.Superseded:
                 return ended(Outcome.SUPERSEDED, reason_superseded(decision.reason))
             except rekey.Gone:
                 return ended(Outcome.GONE, "Object was deleted while being re-keyed")
-            except rekey.Locked as exc:
-                return ended(
-                    Outcome.LOCKED, f"{decision.reason}; Object Lock forbids re-keying this version in place: {exc}"
-                )
             except rekey.PermanentFailure as exc:
                 return ended(Outcome.FAILED, f"{decision.reason}; re-key failed and will not be retried: {exc}")
         raise ConflictPersisted(
@@ -163,24 +162,27 @@ class Enforcer:
         older body over a newer write (unversioned, it re-keys whatever is current, and
         that maps to the same key), and S3 refuses every source it cannot re-key
         (DSSE-KMS, SSE-C, unencrypted: InvalidRequest; Object Lock, another account's
-        key: AccessDenied). Those objects take the inspected path. The price: an object
-        that was already compliant is re-keyed to the same key (one write, one KMS
-        request) and cannot be told apart from the others.
+        key, a missing KMS permission: AccessDenied). Those objects take the inspected
+        path. The price: an object that was already compliant is re-keyed to the same
+        key (one write, one KMS request) and cannot be told apart from the others.
+        Where replication covers the key, the update would leave the replica on the old
+        key, so the object takes the inspected path, which copies.
         """
         mapping = self.mappings.lookup(ref.bucket, ref.key)
         if (
             mapping is None
             or mapping.problem
             or not target_allows_update_in_place(mapping.target, self.settings.rekey_method)
-            or mapping.target.kms_key_arn in self._update_refused_keys
+            or not self._key_refusals.blind_update_pays(mapping.target.kms_key_arn)
+            or self._replication.of(ref.bucket, ref.key).replicates
         ):
             return self.process(ref)
         known = ObjectState(ref.bucket, ref.key, version_id=ref.version_id)  # all a listing tells
         try:
-            self._update_encryption(known, mapping.target)
+            rekey.update_encryption(self.s3, known, mapping.target)
         except rekey.Gone:
             return Result(ref, Outcome.GONE, "Object was deleted before it was re-keyed", target=mapping.target)
-        except (rekey.Fallback, rekey.Locked, rekey.PermanentFailure) as exc:
+        except (rekey.Refused, rekey.PermanentFailure) as exc:
             return self.process(ref, refused=exc)  # the HEAD and decide() say what it needs
         except (rekey.Conflict, rekey.Superseded):
             return self.process(ref)  # S3 was busy with the object: judge it afresh
@@ -188,42 +190,52 @@ class Enforcer:
 
     # -- internals ----------------------------------------------------------
 
-    def _decide(self, state, mapping, ref, rekey_method: str | None = None) -> Decision:
+    def _decide(self, state, mapping, ref, refused: UpdateRefused | None = None,
+                replication: Replication | None = None) -> Decision:
         return decide(
             state,
             mapping,
             own_write=self.is_own_write(ref),
             event_etag=ref.etag,
-            rekey_method=rekey_method or self.settings.rekey_method,
+            rekey_method=self.settings.rekey_method,
             multipart_threshold=self.settings.multipart_threshold,
             default_old_version_action=self.settings.old_version_action,
             now=self._clock(),
+            update_refused=refused,
+            replication=replication,
         )
 
-    def _update_encryption(self, state: ObjectState, target) -> None:
-        try:
-            rekey.update_encryption(self.s3, state, target)
-        except rekey.KeyOfAnotherAccount as exc:
-            # S3 refuses this key for every object: later objects go straight to a copy
-            # instead of paying a refused request each (once per key per container).
-            self._update_refused_keys[target.kms_key_arn] = str(exc)
-            raise
+    def _judge(self, state: ObjectState, mapping: Mapping, ref: ObjectRef,
+               refused: UpdateRefused | None = None) -> Decision:
+        """decide(), with the facts that cost calls gathered only for objects to re-key.
+
+        The bucket's replication configuration is read once per bucket per container,
+        and only once a re-key is on the table: a compliant object costs no extra call.
+        """
+        refused = refused or self._key_refusals.recall(state, mapping.target.kms_key_arn)
+        decision = self._decide(state, mapping, ref, refused)
+        if decision.outcome is not Outcome.REKEY:
+            return decision
+        return self._decide(state, mapping, ref, refused, self._replication.of(state.bucket, state.key))
+
+    def _classify(self, exc: rekey.Refused, state: ObjectState, target: Target) -> UpdateRefused:
+        refused = refusals.classify(exc.code, exc.message, state)
+        self._key_refusals.remember(refused, state, target.kms_key_arn)
+        return refused
 
     def _act(self, ref: ObjectRef, mapping: Mapping, state: ObjectState, decision: Decision) -> Result:
-        fallback = None
         if decision.method is Method.UPDATE_ENCRYPTION:
             try:
-                self._update_encryption(state, decision.target)
+                rekey.update_encryption(self.s3, state, decision.target)
                 return Result(ref, Outcome.REKEYED, decision.reason, decision.method, state, decision.target)
-            except rekey.Fallback as exc:
-                fallback = str(exc)
-                log.warning("UpdateObjectEncryption not usable for %s (%s); copying instead", ref.s3_path, exc)
-                decision = self._decide(state, mapping, ref, rekey_method="copy")
+            except rekey.Refused as exc:
+                refused = self._classify(exc, state, decision.target)
+                log.warning("UpdateObjectEncryption refused for %s (%s)", ref.s3_path, refused)
+                decision = self._judge(state, mapping, ref, refused)
                 if decision.outcome is not Outcome.REKEY:
-                    return Result(
-                        ref, decision.outcome, decision.reason, before=state, target=decision.target, fallback=fallback
-                    )
-        return replace(self._copy(ref, state, decision), fallback=fallback)
+                    return Result(ref, decision.outcome, decision.reason, before=state, target=decision.target,
+                                  fallback=decision.fallback, replica=decision.replica)
+        return self._copy(ref, state, decision)
 
     def _copy(self, ref: ObjectRef, state: ObjectState, decision: Decision) -> Result:
         target = decision.target
@@ -242,7 +254,8 @@ class Enforcer:
             written = rekey.copy_in_place(self.s3, state, plan)
         new_version = written.get("VersionId") if state.versioned else None
         result = Result(
-            ref, Outcome.REKEYED, decision.reason, decision.method, state, target, new_version_id=new_version
+            ref, Outcome.REKEYED, decision.reason, decision.method, state, target, new_version_id=new_version,
+            fallback=decision.fallback, replica=decision.replica,
         )
         if decision.old_version_action and new_version:
             result = self._handle_old_version(result, state, decision, written)

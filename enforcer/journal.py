@@ -38,6 +38,7 @@ def row_for(result: Result, timestamp: datetime, retention_days: int) -> dict[st
         "new_version_id": result.new_version_id,
         "old_version": result.old_version,
         "fallback": result.fallback,
+        "replica": result.replica,
         "delivery": result.ref.delivery,
         "expires_at": int((timestamp + timedelta(days=retention_days)).timestamp()),
     }

@@ -13,7 +13,7 @@ import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from botocore.retries.standard import ThrottledRetryableChecker, TransientRetryableChecker
 
 from enforcer.bucket_locks import BucketLocks
+from enforcer import refusals
 from enforcer.decision import SSE_KMS, ObjectState, Presence
 from enforcer.mapping import Target
 
@@ -77,20 +78,20 @@ class Gone(Exception):
     """404 during the write: the object or version was deleted meanwhile."""
 
 
-class Fallback(Exception):
-    """UpdateObjectEncryption cannot do this one; the copy path can."""
+class Refused(Exception):
+    """S3 refused UpdateObjectEncryption; ``refusals.classify`` says why, given HEAD's state."""
 
-
-class KeyOfAnotherAccount(Fallback):
-    """UpdateObjectEncryption refuses this key for every object: it is not the bucket owner's."""
-
-
-class Locked(Exception):
-    """Object Lock forbids re-keying this version in place."""
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
 
 
 class PermanentFailure(Exception):
     """Retrying cannot help (a missing grant, a disabled key): alert a human."""
+
+
+class ConditionalWritesEnforced(PermanentFailure):
+    """CopyObject with If-Match answered 501: the bucket policy enforces conditional writes."""
 
 
 def error_code(exc: ClientError) -> str:
@@ -166,12 +167,10 @@ def _parse_lock(head: dict[str, Any]) -> tuple[str | None, datetime | None, bool
     )
 
 
-def _asks_for_customer_key(s3, bucket: str, key: str, version_id: str | None) -> bool:
-    """Whether HEAD's bodiless 400 was S3 asking for the SSE-C key.
+def _read_error(s3, bucket: str, key: str, version_id: str | None) -> ClientError | None:
+    """A one-byte GET's error, which has a body where HEAD's has none; None if it reads.
 
-    An expired token or a malformed request answers HEAD with 400 too; read as SSE-C, it
-    would be alerted and never retried. A one-byte GET answers with an error body that
-    tells them apart; it is sent only after a 400, so the normal path pays nothing.
+    Sent only after HEAD failed, so the normal path pays nothing.
     """
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": "bytes=0-0"}
     if version_id:
@@ -179,9 +178,56 @@ def _asks_for_customer_key(s3, bucket: str, key: str, version_id: str | None) ->
     try:
         s3.get_object(**kwargs)["Body"].close()
     except ClientError as exc:
-        message = exc.response.get("Error", {}).get("Message", "")
-        return error_code(exc) == "InvalidRequest" and "Server Side Encryption" in message
-    return False
+        return exc
+    return None
+
+
+def _asks_for_customer_key(error: ClientError | None) -> bool:
+    """Whether HEAD's bodiless 400 was S3 asking for the SSE-C key.
+
+    An expired token or a malformed request answers HEAD with 400 too; read as SSE-C, it
+    would be alerted and never retried. The one-byte GET's error tells them apart.
+    """
+    if error is None:
+        return False
+    message = error.response.get("Error", {}).get("Message", "")
+    return error_code(error) == "InvalidRequest" and "Server Side Encryption" in message
+
+
+def _forbidden(s3, bucket: str, key: str, version_id: str | None, first: ClientError) -> ObjectState:
+    """Why HEAD with ChecksumMode answered 403, which alone it cannot say.
+
+    HeadObject (S3 API Reference, https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html):
+    errors carry only a generic code; with ChecksumMode, an object uploaded with a
+    checksum under a KMS key needs kms:Decrypt on that key. Two probes, only after a 403:
+    a HEAD without ChecksumMode, which needs no KMS permission and names the key, and the
+    one-byte GET, whose error body names the refusal. An expired token or a skewed clock
+    is a passing 403: raised, so the record is retried, never alerted.
+    """
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        kwargs["VersionId"] = version_id
+    try:
+        plain = s3.head_object(**kwargs)
+    except ClientError as exc:
+        if status_of(exc) != 403:
+            raise
+        plain = None
+    error = _read_error(s3, bucket, key, version_id)
+    if error is not None and is_transient(error):
+        raise error
+    if error is None:
+        raise first  # the GET read and decrypted: whatever refused the HEAD has passed
+    code, message = error_code(error), error.response.get("Error", {}).get("Message", "")
+    if plain is not None and not plain.get("DeleteMarker"):
+        state = _state_of(bucket, key, version_id, plain)
+        if state.kms_key_arn and (code in refusals.DENIED_CODES or refusals.is_kms_denial(code, message)):
+            # S3 lets the role read the object (the plain HEAD), so the denial is KMS's.
+            return replace(state, presence=Presence.KMS_DENIED)
+    elif refusals.is_kms_denial(code, message):
+        return ObjectState(bucket, key, Presence.KMS_DENIED, version_id=version_id,
+                           kms_key_arn=refusals.named_key(message))
+    return ObjectState(bucket, key, Presence.ACCESS_DENIED, version_id=version_id)
 
 
 def inspect(s3, bucket: str, key: str, version_id: str | None = None) -> ObjectState:
@@ -196,14 +242,18 @@ def inspect(s3, bucket: str, key: str, version_id: str | None = None) -> ObjectS
         if status in (404, 405):  # 405: the version is a delete marker
             return ObjectState(bucket, key, Presence.GONE, version_id=version_id)
         if status == 400:
-            if _asks_for_customer_key(s3, bucket, key, version_id):
+            if _asks_for_customer_key(_read_error(s3, bucket, key, version_id)):
                 return ObjectState(bucket, key, Presence.SSE_C, version_id=version_id)
             raise
         if status == 403:
-            return ObjectState(bucket, key, Presence.ACCESS_DENIED, version_id=version_id)
+            return _forbidden(s3, bucket, key, version_id, exc)
         raise
     if head.get("DeleteMarker"):
         return ObjectState(bucket, key, Presence.GONE, version_id=version_id)
+    return _state_of(bucket, key, version_id, head)
+
+
+def _state_of(bucket: str, key: str, version_id: str | None, head: dict[str, Any]) -> ObjectState:
     mode, until, hold = _parse_lock(head)
     return ObjectState(
         bucket=bucket,
@@ -231,7 +281,7 @@ def inspect(s3, bucket: str, key: str, version_id: str | None = None) -> ObjectS
 def update_encryption(s3, state: ObjectState, target: Target) -> None:
     """Re-key in place: same bytes, ETag, metadata, tags, storage class and version."""
     if not hasattr(s3, "update_object_encryption"):
-        raise Fallback("this boto3 has no UpdateObjectEncryption")
+        raise Refused(refusals.CLIENT_LACKS_IT, "this boto3 has no UpdateObjectEncryption")
     kwargs: dict[str, Any] = {
         "Bucket": state.bucket,
         "Key": state.key,
@@ -245,14 +295,8 @@ def update_encryption(s3, state: ObjectState, target: Target) -> None:
         s3.update_object_encryption(**kwargs)
     except ClientError as exc:
         code = error_code(exc)
-        message = exc.response.get("Error", {}).get("Message", "")
-        if code in ("InvalidRequest", "NotImplemented", "MethodNotAllowed"):
-            raise Fallback(f"{code}: {message}") from exc
-        if code == "AccessDenied":
-            if "Object Lock" in message:
-                raise Locked(message) from exc
-            if "same account" in message or "organization" in message.lower():
-                raise KeyOfAnotherAccount(f"cross-account key: {message}") from exc
+        if code in refusals.REFUSAL_CODES:
+            raise Refused(code, exc.response.get("Error", {}).get("Message", "")) from exc
         raise_classified(exc)
 
 
@@ -392,6 +436,19 @@ def copy_in_place(s3, state: ObjectState, plan: CopyPlan) -> dict[str, Any]:
             **plan.params,
         )
     except ClientError as exc:
+        if error_code(exc) == "NotImplemented" or status_of(exc) == 501:
+            # User Guide, "Enforce conditional writes on Amazon S3 buckets"
+            # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes-enforce.html):
+            # under such a bucket policy S3 refuses every CopyObject into the bucket or
+            # prefix, and answers 501 to one that carries If-Match. Not retried (it cannot
+            # pass) and not sent without IfMatch: that condition keeps a newer write from
+            # being overwritten by the older bytes.
+            raise ConditionalWritesEnforced(
+                "CopyObject with If-Match answered 501 NotImplemented: the bucket policy enforces "
+                "conditional writes (s3:if-match / s3:if-none-match), under which S3 refuses every "
+                "CopyObject here. The enforcer keeps its If-Match for race safety; exempt its role from "
+                "that statement"
+            ) from exc
         raise_classified(exc)
         raise  # unreachable; keeps type checkers honest
 

@@ -11,6 +11,10 @@ from enforcer.decision import (
     ObjectState,
     Outcome,
     Presence,
+    Refusal,
+    Replication,
+    ReplicationRule,
+    UpdateRefused,
     decide,
 )
 from enforcer.mapping import Mapping, Target, longest_prefix
@@ -220,3 +224,81 @@ def test_mapping_rows_are_validated_like_config():
     assert "alias" in alias.problem
     not_bool = Mapping.from_row({"bucket_name": "b", "prefix": "p/", "kms_key_arn": KEY_A, "dual_layer_encryption": "yes"})
     assert "boolean" in not_bool.problem
+
+
+# -- facts the engine gathers after a first look: refusals and replication ---------------
+
+
+def refused(kind, detail="AccessDenied: no"):
+    return UpdateRefused(kind, detail)
+
+
+@pytest.mark.parametrize("kind", [Refusal.UNSUPPORTED, Refusal.OTHER_ACCOUNT_KEY, Refusal.KMS_DENIED])
+def test_a_refused_update_in_place_falls_back_to_a_copy_and_says_why(kind):
+    d = decide(state(), mapping(), now=NOW, update_refused=refused(kind, "S3 said so"))
+    assert (d.outcome, d.method) == (Outcome.REKEY, Method.COPY)
+    assert d.fallback == f"{kind}: S3 said so" and not d.alert
+
+
+def test_object_lock_refusal_copies_and_keeps_the_version_head_showed_unlocked():
+    lapsed = state(version_id="v1", lock_mode="GOVERNANCE", lock_retain_until=NOW - timedelta(days=1))
+    d = decide(lapsed, mapping(), now=NOW, update_refused=refused(Refusal.OBJECT_LOCK, "protected by S3 Object Lock"))
+    assert (d.outcome, d.method, d.old_version_action) == (Outcome.REKEY, Method.COPY, "keep")
+    assert d.fallback.startswith("object-lock: ")
+
+
+def test_s3_denying_the_update_is_a_failure_naming_the_grants():
+    d = decide(state(), mapping(), now=NOW, update_refused=refused(Refusal.S3_DENIED))
+    assert d.outcome is Outcome.FAILED and d.alert
+    assert "s3:UpdateObjectEncryption" in d.reason and d.reason.startswith("Incorrect SSE type")
+
+
+def test_a_refusal_does_not_matter_to_an_object_that_needed_a_copy_anyway():
+    d = decide(state(), mapping(dsse=True), now=NOW, update_refused=refused(Refusal.KMS_DENIED))
+    assert d.method is Method.COPY and d.fallback is None
+
+
+REPLICA_KEY = "arn:aws:kms:eu-west-1:111122223333:key/33333333-3333-3333-3333-333333333333"
+
+
+def rule(selected=True, replica_key=REPLICA_KEY):
+    return ReplicationRule("r1", "arn:aws:s3:::dr-bucket", replica_key, selected)
+
+
+def test_a_replicated_prefix_is_copied_so_that_the_replica_follows():
+    d = decide(state(), mapping(), now=NOW, replication=Replication((rule(),)))
+    assert (d.outcome, d.method) == (Outcome.REKEY, Method.COPY)
+    assert "replicates" in d.fallback
+    assert d.replica == f"replicated by rule 'r1' to arn:aws:s3:::dr-bucket, encrypted there with {REPLICA_KEY}"
+
+
+def test_a_rule_that_skips_kms_objects_is_logged_as_not_replicating_the_copy():
+    d = decide(state(), mapping(), now=NOW, replication=Replication((rule(selected=False),)))
+    assert d.method is Method.COPY
+    assert d.replica.startswith("not replicated at all by rule 'r1'") and "SseKmsEncryptedObjects" in d.replica
+
+
+def test_an_unreadable_replication_configuration_copies_and_says_so():
+    d = decide(state(), mapping(), now=NOW, replication=Replication(unknown="GetBucketReplication was denied"))
+    assert d.method is Method.COPY and d.replica.startswith("replication unknown (GetBucketReplication was denied)")
+
+
+def test_no_covering_rule_keeps_the_update_in_place():
+    d = decide(state(), mapping(), now=NOW, replication=Replication())
+    assert (d.method, d.fallback, d.replica) == (Method.UPDATE_ENCRYPTION, None, None)
+
+
+def test_a_copy_for_its_own_reasons_still_says_what_the_replica_gets():
+    d = decide(state(), mapping(dsse=True), now=NOW, replication=Replication((rule(),)))
+    assert d.method is Method.COPY and d.fallback is None and REPLICA_KEY in d.replica
+
+
+def test_a_key_the_role_cannot_decrypt_is_named_for_source_key_arns():
+    d = decide(state(presence=Presence.KMS_DENIED, sse_type="aws:kms", kms_key_arn=KEY_B), mapping(), now=NOW)
+    assert d.outcome is Outcome.ACCESS_DENIED and d.alert
+    assert KEY_B in d.reason and "sourceKeyArns" in d.reason and "kms:Decrypt" in d.reason
+
+
+def test_a_kms_denied_head_of_an_object_already_on_its_key_is_compliant():
+    d = decide(state(presence=Presence.KMS_DENIED, sse_type="aws:kms", kms_key_arn=KEY_A), mapping(), now=NOW)
+    assert d.outcome is Outcome.COMPLIANT

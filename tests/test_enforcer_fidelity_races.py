@@ -217,8 +217,8 @@ def test_a_lapsed_retention_is_not_reapplied_but_the_legal_hold_is(world, load_h
     assert free["lock"] == (None, None, "OFF") and rows["free"]["old_version"] == "deleted"
 
 
-def test_update_in_place_refused_by_object_lock_is_a_locked_outcome(world, load_handler):
-    """When HEAD cannot see the lock (no GetObjectRetention grant), S3 itself refuses."""
+def test_update_in_place_refused_by_object_lock_copies_and_keeps_the_locked_version(world, load_handler):
+    """When HEAD cannot see the lock (no GetObjectLegalHold grant), S3 itself refuses: copy."""
     handler = load_handler()
     bucket = world.bucket("locked-bucket", object_lock=True)
     world.map(bucket, "t/", world.key("t"))
@@ -232,7 +232,11 @@ def test_update_in_place_refused_by_object_lock_is_a_locked_outcome(world, load_
     handler.s3.meta.events.register("after-call.s3.HeadObject", hide_lock)
     assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
     (row,) = world.log_rows()
-    assert row["outcome"] == "locked" and "Object Lock" in row["action_reason"]
+    assert (row["outcome"], row["method"]) == ("rekeyed", "copy")
+    assert row["fallback"].startswith("object-lock: ") and "Object Lock" in row["fallback"]
+    assert row["old_version"] == "kept"  # the locked version stays, as S3 requires
+    new = world.s3.head_object(Bucket=bucket, Key="t/x", VersionId=row["new_version_id"])
+    assert new["SSEKMSKeyId"] == world.keys["t"]
 
 
 # -- races ------------------------------------------------------------------
@@ -518,15 +522,15 @@ def test_transient_error_fails_only_its_record(world, load_handler):
     assert world.s3.head_object(Bucket=bucket, Key="t/ok")["SSEKMSKeyId"] == world.keys["t"]
 
 
-def test_kms_access_denied_is_permanent_alerted_and_not_retried(world, load_handler, alert_inbox):
+def test_kms_access_denied_on_the_copy_is_permanent_alerted_and_not_retried(world, load_handler, alert_inbox):
     topic, read_alerts = alert_inbox
     handler = load_handler(ALERT_TOPIC_ARN=topic)
     bucket = world.bucket("denied-bucket")
-    world.map(bucket, "t/", world.key("t"))
+    world.map(bucket, "t/", world.key("t"), dsse=True)
     world.s3.put_object(Bucket=bucket, Key="t/x", Body=b"x")
 
-    denied = failing("KMS.AccessDeniedException", 403, "UpdateObjectEncryption", "not authorized to kms:Encrypt")
-    handler.s3.meta.events.register("before-call.s3.UpdateObjectEncryption", denied)
+    denied = failing("KMS.AccessDeniedException", 403, "CopyObject", "not authorized to kms:Encrypt")
+    handler.s3.meta.events.register("before-call.s3.CopyObject", denied)
     assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
     (row,) = world.log_rows()
     assert row["outcome"] == "failed" and "kms:Encrypt" in row["action_reason"]
@@ -542,6 +546,7 @@ def test_access_denied_on_head_is_an_alerted_outcome(world, load_handler, alert_
 
     forbidden = failing("403", 403, "HeadObject", "Forbidden")
     handler.s3.meta.events.register("before-call.s3.HeadObject", forbidden)
+    handler.s3.meta.events.register("before-call.s3.GetObject", failing("AccessDenied", 403, "GetObject", "Access Denied"))
     assert handler.handler(world.event(), LambdaContext()) == {"batchItemFailures": []}
     assert world.log_rows()[0]["outcome"] == "access-denied"
     assert "access-denied" in json.dumps(read_alerts())
