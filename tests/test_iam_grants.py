@@ -555,7 +555,7 @@ def missing_grants(graph: Graph, stack: StackConfig, calls, docs=None) -> list[s
     }
     rows = _rows(graph)
     assert rows, "no mapping rows: nothing to check"
-    missing = []
+    missing: dict[str, set[str]] = {}
     for row in rows:
         bucket, prefix = row["bucket_name"], row["prefix"]
         partition = row["kms_key_arn"].split(":")[1]
@@ -598,8 +598,9 @@ def missing_grants(graph: Graph, stack: StackConfig, calls, docs=None) -> list[s
                     for arn in arns:
                         for context in contexts:
                             if not allowed(docs, action, arn, context):
-                                missing.append(f"{call} needs {action} on {arn} ({need.when}; {need.cite}) context {context}")
-    return sorted(set(missing))
+                                what = f"{call} needs {action} on {arn} ({need.when}; {need.cite})"
+                                missing.setdefault(what, set()).add(", ".join(f"{k}={v}" for k, v in context.items()))
+    return [f"{what}" + "".join(f"\n    when {c}" for c in sorted(contexts) if c) for what, contexts in sorted(missing.items())]
 
 
 @pytest.mark.parametrize("graph_name,path", [("dev", DEV), ("prod", PROD)])
