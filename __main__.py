@@ -1,8 +1,9 @@
 """s3-prefix-keys: enforce a KMS key per S3 key prefix.
 
 The program is only wiring; the components hold the product:
-``Enforcer`` (queue, function, tables, alerts), one ``BucketIntegration`` per
-bucket (mapping rows, event route, grants, strict mode, default encryption) and,
+``Enforcer`` (queue, function, tables, alerts), ``EnforcerGrants`` (the role's
+access to every mapped bucket and key), one ``BucketIntegration`` per bucket
+(mapping rows, event route, strict mode, default encryption) and,
 in demo stacks, a ``DemoBucket``.
 """
 
@@ -11,6 +12,7 @@ import pulumi
 from components.config import load_pulumi_config
 from components.demo import DemoBucket
 from components.enforcer import BucketTarget, Enforcer, EnforcerArgs
+from components.grants import EnforcerGrants, EnforcerGrantsArgs
 from components.integration import BucketIntegration, BucketIntegrationArgs
 
 # First, before any resource: a bad mapping must fail the preview, not half-deploy.
@@ -23,6 +25,8 @@ if demo is not None:
 
 # The enforcer's queue policy names every bucket (and rule) that may send to it.
 enforcer = Enforcer("enforcer", EnforcerArgs(config=config, targets=targets))
+# The role's data grants are planned for all buckets together: IAM's quotas are per role.
+EnforcerGrants("enforcer-grants", EnforcerGrantsArgs(enforcer=enforcer, targets=targets))
 for target in targets:
     BucketIntegration(target.logical_name, BucketIntegrationArgs(target=target, enforcer=enforcer))
 

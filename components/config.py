@@ -302,6 +302,9 @@ class StackConfig(_Model):
     max_receive_count: int = Field(default=5, alias="maxReceiveCount", le=1000)
     source_key_arns: list[KeyArn] = Field(default_factory=list, alias="sourceKeyArns")
     old_version_action: Literal["delete", "keep"] = Field(default="delete", alias="oldVersionAction")
+    # IAM's "managed policies attached per role" is 10 unless AWS raised it (to at
+    # most 20); set this after a raise, so the grants may use the room.
+    iam_managed_policies_per_role: int = Field(default=10, alias="iamManagedPoliciesPerRole", ge=1, le=20)
     demo: bool = False
 
     @field_validator("alert_email")
@@ -372,13 +375,21 @@ def validate(raw: Mapping[str, Any], region: str | None) -> StackConfig:
         )
     data["region"] = region
     try:
-        return StackConfig.model_validate(data, context={"region": region})
+        config = StackConfig.model_validate(data, context={"region": region})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             path = _render_loc(err["loc"])
             problems.append(f"{NAMESPACE}:{path}: {_fix_hint(path, err)}")
         raise ConfigError(problems) from None
+    # A stack whose documents cannot fit AWS's quotas even at the coarsest scope is
+    # refused here, before any resource is registered (components/sizing.py).
+    from components.sizing import quota_problems
+
+    problems = quota_problems(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def _decode(value: Any) -> Any:

@@ -10,17 +10,18 @@ queue policy when a notification is put).
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pulumi
 import pulumi_aws as aws
 
+from components import names
 from components.config import NAMESPACE, BucketConfig, StackConfig
 from components.event_filter import enforcer_filter_patterns, filter_criteria
 from components.packaging import (
@@ -32,6 +33,7 @@ from components.packaging import (
     layer_archive,
     layer_description,
 )
+from components.quotas import compact_json
 from enforcer.settings import GIB
 
 ENFORCER_TYPE = f"{NAMESPACE}:index:Enforcer"
@@ -47,17 +49,10 @@ DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum: time for a human to l
 ALARM_PERIOD_SECONDS = 300
 
 
-def stack_scoped_name(suffix: str, max_length: int = 64, disallowed: str = r"[^A-Za-z0-9_.-]") -> str:
-    """A physical name unique per stack: ``s3-prefix-keys-<stack>-<suffix>``.
-
-    Shortened with a hash when too long, so that two stacks (or two buckets with a
-    long common prefix) never collide.
-    """
-    name = re.sub(disallowed, "-", f"{NAMESPACE}-{pulumi.get_stack()}-{suffix}")
-    if len(name) <= max_length:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[: max_length - 9]}-{digest}"
+def stack_scoped_name(suffix: str, kind: str) -> str:
+    """A physical name unique per stack: ``s3-prefix-keys-<stack>-<suffix>``, legal for
+    ``kind`` (a ``components.names`` kind) whatever the stack is called."""
+    return names.physical_name(kind, pulumi.get_stack(), suffix)
 
 
 def eventbridge_rule_name(logical_name: str) -> str:
@@ -67,7 +62,12 @@ def eventbridge_rule_name(logical_name: str) -> str:
     before the rule exists; otherwise the queue policy would wait for the rules and the
     notifications for the queue policy, across components.
     """
-    return stack_scoped_name(f"bucket-{logical_name}", max_length=64)
+    return stack_scoped_name(f"bucket-{logical_name}", names.EVENTBRIDGE_RULE)
+
+
+def eventbridge_rule_prefix() -> str:
+    """What every rule name of this stack starts with, however a long name is shortened."""
+    return os.path.commonprefix([eventbridge_rule_name("a" * 64), eventbridge_rule_name("b" * 64)])
 
 
 def policy_sid(text: str) -> str:
@@ -97,41 +97,52 @@ def queue_policy_document(
     partition: str,
     account_id: str,
     region: str,
-    s3_senders: Sequence[tuple[str, str]],
-    rule_senders: Sequence[tuple[str, str]],
+    s3_buckets: Sequence[str],
+    rule_names: Sequence[str],
+    scope: Literal["senders", "account"] = "senders",
 ) -> dict[str, Any]:
-    """TLS only; S3 from each mapped bucket, EventBridge from each rule, SNS from this account.
+    """TLS only; S3 from the mapped buckets, EventBridge from this stack's rules, SNS from this account.
 
-    ``s3_senders``/``rule_senders`` are (logical name, bucket or rule name) pairs.
+    One statement per service, not per bucket: SQS allows 20 statements and 8,192
+    bytes (``components.quotas``), which a statement per bucket passes at 19 buckets.
+    At ``scope="account"``, chosen when even the list of bucket ARNs is too long, S3
+    may send from any bucket of this account and EventBridge from any rule named
+    after this stack; the engine still ignores every bucket that has no mapping.
     Anything else is kept out, because a body the event filters do not match is
     dropped by Lambda, not dead-lettered.
     """
     statements: list[dict[str, Any]] = [_deny_insecure_transport(queue_arn)]
-    for logical, bucket in s3_senders:
+    if s3_buckets:
+        source = (
+            {"ArnEquals": {"aws:SourceArn": sorted(f"arn:{partition}:s3:::{b}" for b in s3_buckets)}}
+            if scope == "senders"
+            else {"ArnLike": {"aws:SourceArn": f"arn:{partition}:s3:::*"}}
+        )
         statements.append(
             {
-                "Sid": f"S3Notifications{policy_sid(logical)}",
+                "Sid": "S3NotificationsOfMappedBuckets",
                 "Effect": "Allow",
                 "Principal": {"Service": "s3.amazonaws.com"},
                 "Action": "sqs:SendMessage",
                 "Resource": queue_arn,
-                "Condition": {
-                    "ArnEquals": {"aws:SourceArn": f"arn:{partition}:s3:::{bucket}"},
-                    "StringEquals": {"aws:SourceAccount": account_id},
-                },
+                "Condition": {**source, "StringEquals": {"aws:SourceAccount": account_id}},
             }
         )
-    for logical, rule in rule_senders:
+    if rule_names:
+        rule_arn = f"arn:{partition}:events:{region}:{account_id}:rule/"
+        source = (
+            {"ArnEquals": {"aws:SourceArn": sorted(rule_arn + r for r in rule_names)}}
+            if scope == "senders"
+            else {"ArnLike": {"aws:SourceArn": rule_arn + eventbridge_rule_prefix() + "*"}}
+        )
         statements.append(
             {
-                "Sid": f"EventBridgeRule{policy_sid(logical)}",
+                "Sid": "EventBridgeRulesOfThisStack",
                 "Effect": "Allow",
                 "Principal": {"Service": "events.amazonaws.com"},
                 "Action": "sqs:SendMessage",
                 "Resource": queue_arn,
-                "Condition": {
-                    "ArnEquals": {"aws:SourceArn": f"arn:{partition}:events:{region}:{account_id}:rule/{rule}"}
-                },
+                "Condition": source,
             }
         )
     statements.append(
@@ -145,7 +156,45 @@ def queue_policy_document(
             "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
         }
     )
-    return {"Version": "2012-10-17", "Statement": unique_sids(statements)}
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+@dataclass(frozen=True)
+class QueuePolicyPlan:
+    document: dict[str, Any]
+    scope: str
+    note: str = ""  # why the coarser scope, with the figure
+
+
+def queue_policy_plan(
+    *,
+    queue_arn: str,
+    partition: str,
+    account_id: str,
+    region: str,
+    targets: Sequence[BucketTarget],
+    bucket_name: Callable[[Any], str],
+) -> QueuePolicyPlan:
+    """The finest queue policy inside SQS's quotas (``bucket_name`` renders a bucket, known or not)."""
+    from components.quotas import SQS_POLICY_BYTES, policy_bytes
+
+    kwargs = dict(
+        queue_arn=queue_arn,
+        partition=partition,
+        account_id=account_id,
+        region=region,
+        s3_buckets=[bucket_name(t.bucket) for t in targets if t.config.notification == "sqs"],
+        rule_names=[eventbridge_rule_name(t.logical_name) for t in targets if t.config.notification == "eventbridge"],
+    )
+    senders = queue_policy_document(**kwargs, scope="senders")
+    size = policy_bytes(senders)
+    if size <= SQS_POLICY_BYTES.limit:
+        return QueuePolicyPlan(senders, "senders")
+    note = (
+        f"the enforcer queue policy lets S3 send from any bucket of this account and EventBridge from any rule of "
+        f"this stack, because naming every sender takes {size:,} bytes and {SQS_POLICY_BYTES.describe()}"
+    )
+    return QueuePolicyPlan(queue_policy_document(**kwargs, scope="account"), "account", note)
 
 
 def unique_sids(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -257,6 +306,32 @@ def core_role_policy(
     }
 
 
+def lambda_trust_policy() -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+
+
+def function_environment(
+    config: StackConfig, *, mapping_table: Any, log_table: Any, topic_arn: Any, principal_id: Any
+) -> dict[str, Any]:
+    """The contract of enforcer/settings.py; values are strings or Outputs."""
+    return {
+        "MAPPING_TABLE_NAME": mapping_table,
+        "LOG_TABLE_NAME": log_table,
+        "ALERT_TOPIC_ARN": topic_arn,
+        "LOG_RETENTION_DAYS": str(config.journal_retention_days),
+        "OLD_VERSION_ACTION": config.old_version_action,
+        "ENFORCER_PRINCIPAL_ID": principal_id,
+        "REKEY_METHOD": "auto",
+        "MULTIPART_THRESHOLD_BYTES": str(MULTIPART_THRESHOLD_BYTES),
+        "MAPPING_CACHE_SECONDS": str(MAPPING_CACHE_SECONDS),
+    }
+
+
 class EnforcerArgs:
     """The stack's validated config and the buckets whose events may reach the queue."""
 
@@ -282,7 +357,7 @@ class Enforcer(pulumi.ComponentResource):
         self.account_id: pulumi.Output[str] = aws.get_caller_identity_output(opts=invoke_opts).account_id
         # Explicit, not autonamed: the principal id below needs it before the function
         # exists, and the log group must carry it in its name.
-        self.function_name = stack_scoped_name("enforcer")
+        self.function_name = stack_scoped_name("enforcer", names.LAMBDA_FUNCTION)
 
         # -- tables (schemas per enforcer/mapping.py and enforcer/journal.py)
         self.mapping_table = aws.dynamodb.Table(
@@ -381,18 +456,7 @@ class Enforcer(pulumi.ComponentResource):
         self.role = aws.iam.Role(
             f"{name}-role",
             description=f"{NAMESPACE} enforcer ({pulumi.get_stack()}); bucket grants are separate policies",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "lambda.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=compact_json(lambda_trust_policy()),
             opts=child,
         )
         self.core_policy = aws.iam.RolePolicy(
@@ -405,7 +469,7 @@ class Enforcer(pulumi.ComponentResource):
                 topic_arn=self.topic.arn,
                 topic_key_arn=self.topic_key.arn,
                 queue_arn=self.queue.arn,
-            ).apply(lambda v: json.dumps(core_role_policy(**v))),
+            ).apply(lambda v: compact_json(core_role_policy(**v))),
             opts=child,
         )
         # S3 writes events caused by the function's own copies with this principal;
@@ -415,7 +479,7 @@ class Enforcer(pulumi.ComponentResource):
         distributions = dependency_closure()
         self.layer = aws.lambda_.LayerVersion(
             f"{name}-dependencies",
-            layer_name=stack_scoped_name("enforcer-deps"),
+            layer_name=stack_scoped_name("enforcer-deps", names.LAMBDA_LAYER),
             description=layer_description(distributions),
             code=layer_archive(distributions),
             compatible_runtimes=[LAMBDA_RUNTIME],
@@ -434,18 +498,13 @@ class Enforcer(pulumi.ComponentResource):
             memory_size=settings.memory_mb,
             timeout=settings.timeout_seconds,
             environment={
-                "variables": {
-                    # The contract of enforcer/settings.py.
-                    "MAPPING_TABLE_NAME": self.mapping_table.name,
-                    "LOG_TABLE_NAME": self.log_table.name,
-                    "ALERT_TOPIC_ARN": self.topic.arn,
-                    "LOG_RETENTION_DAYS": str(config.journal_retention_days),
-                    "OLD_VERSION_ACTION": config.old_version_action,
-                    "ENFORCER_PRINCIPAL_ID": self.principal_id,
-                    "REKEY_METHOD": "auto",
-                    "MULTIPART_THRESHOLD_BYTES": str(MULTIPART_THRESHOLD_BYTES),
-                    "MAPPING_CACHE_SECONDS": str(MAPPING_CACHE_SECONDS),
-                }
+                "variables": function_environment(
+                    config,
+                    mapping_table=self.mapping_table.name,
+                    log_table=self.log_table.name,
+                    topic_arn=self.topic.arn,
+                    principal_id=self.principal_id,
+                )
             },
             # The log group first, or Lambda creates it without retention; the core
             # policy first, or the first invocations cannot log or read mappings.
@@ -509,26 +568,29 @@ class Enforcer(pulumi.ComponentResource):
         )
 
     def _queue_policy(self, targets: Sequence[BucketTarget]) -> pulumi.Output[str]:
-        s3_targets = [t for t in targets if t.config.notification == "sqs"]
-        rule_senders = [
-            (t.logical_name, eventbridge_rule_name(t.logical_name))
-            for t in targets
-            if t.config.notification == "eventbridge"
-        ]
-        return pulumi.Output.all(
-            self.queue.arn, self.partition, self.account_id, *[t.bucket for t in s3_targets]
-        ).apply(
-            lambda v: json.dumps(
-                queue_policy_document(
-                    queue_arn=v[0],
-                    partition=v[1],
-                    account_id=v[2],
-                    region=self.region,
-                    s3_senders=[(t.logical_name, b) for t, b in zip(s3_targets, v[3:], strict=True)],
-                    rule_senders=rule_senders,
-                )
-            )
+        from components.sizing import (
+            ACCOUNT_ID_LENGTH,
+            BUCKET_NAME_MAX,
+            StandIns,
+            partition_max,
+            queue_arn_max,
         )
+
+        # Bucket names, the queue ARN, partition and account are Outputs: the plan is
+        # made with stand-ins at their maxima, then filled in (components/sizing.py).
+        stand = StandIns()
+        plan = queue_policy_plan(
+            queue_arn=stand.of(self.queue.arn, queue_arn_max(self.region)),
+            partition=stand.of(self.partition, partition_max()),
+            account_id=stand.of(self.account_id, ACCOUNT_ID_LENGTH),
+            region=self.region,
+            targets=targets,
+            bucket_name=lambda b: stand.of(b, BUCKET_NAME_MAX),
+        )
+        if plan.note:
+            pulumi.log.warn(plan.note, resource=self)
+        text = compact_json(plan.document)
+        return pulumi.Output.all(*stand.values).apply(lambda v: stand.substitute(text, v))
 
     def _alarm(self, name: str, *, description: str, **metric: Any) -> aws.cloudwatch.MetricAlarm:
         return aws.cloudwatch.MetricAlarm(

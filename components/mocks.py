@@ -204,6 +204,7 @@ _AUTONAMED = {
     "aws:sqs/queue:Queue": "name",
     "aws:iam/role:Role": "name",
     "aws:iam/rolePolicy:RolePolicy": "name",
+    "aws:iam/policy:Policy": "name",
     "aws:sns/topic:Topic": "name",
     "aws:dynamodb/table:Table": "name",
     "aws:cloudwatch/logGroup:LogGroup": "name",
@@ -321,6 +322,11 @@ class AwsMocks(Mocks):
                 }
             case "aws:iam/rolePolicy:RolePolicy":
                 return {"id": f"{inputs.get('role')}:{physical}"}
+            case "aws:iam/policy:Policy":
+                arn = self._arn("iam", f"policy{inputs.get('path', '/')}{physical}", region=False)
+                return {"id": arn, "arn": arn, "policyId": "ANPA" + seed[:17].upper(), "attachmentCount": 1}
+            case "aws:iam/rolePolicyAttachment:RolePolicyAttachment":
+                return {"id": f"{inputs.get('role')}-{seed[:8]}"}
             case "aws:lambda/function:Function":
                 arn = self._arn("lambda", f"function:{physical}")
                 return {

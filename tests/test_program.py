@@ -6,6 +6,7 @@ Graphs are shared per module: each run of the program costs about a second.
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import sys
 from collections import Counter
@@ -35,6 +36,7 @@ from components.mocks import (
     run_program,
 )
 from components.packaging import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, dependency_closure
+from components.strict_mode import rule_problems
 from enforcer import journal, mapping
 from enforcer.settings import Settings
 from tests.aws_events import USER, eventbridge_event, s3_notification, s3_record, sns_delivery, sqs_record
@@ -62,6 +64,9 @@ TABLE = "aws:dynamodb/table:Table"
 TABLE_ITEM = "aws:dynamodb/tableItem:TableItem"
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+MANAGED_POLICY = "aws:iam/policy:Policy"
+ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+GRANTS = "s3-prefix-keys:index:EnforcerGrants"
 NOTIFICATION = "aws:s3/bucketNotification:BucketNotification"
 BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 ENCRYPTION = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
@@ -171,7 +176,7 @@ def as_list(value) -> list:
 def iam_statements(graph: Graph) -> list[tuple[str, dict[str, Any]]]:
     """(resource name, statement) for every identity policy on every role."""
     out = []
-    for policy in graph.by_type(ROLE_POLICY):
+    for policy in graph.by_type(ROLE_POLICY) + graph.by_type(MANAGED_POLICY):
         out += [(policy.name, st) for st in policy.json("policy")["Statement"]]
     for role in graph.by_type(ROLE):
         for inline in role.inputs.get("inlinePolicies") or []:
@@ -237,7 +242,10 @@ def test_dev_graph_counts_per_type(dev):
         QUEUE: 2,
         QUEUE_POLICY: 2,
         ROLE: 1,
-        ROLE_POLICY: 1 + buckets,  # the core policy, plus one grant per bucket
+        ROLE_POLICY: 1,  # the core policy; bucket grants are managed policies
+        GRANTS: 1,
+        MANAGED_POLICY: 1,  # two demo buckets fit one policy
+        ATTACHMENT: 1,
         LAYER: 1,
         FUNCTION: 1,
         ESM: 1,
@@ -397,51 +405,92 @@ OBJECT_ACTIONS = {
     # the in-place update, and cleanup of a failed multipart copy
     "s3:UpdateObjectEncryption", "s3:AbortMultipartUpload",
 }
-BUCKET_ACTIONS = {"ListMappedPrefixes": "s3:ListBucket", "ReadOwnershipControls": "s3:GetBucketOwnershipControls"}
+BUCKET_ACTIONS = {"s3:ListBucket", "s3:GetBucketOwnershipControls", "s3:GetReplicationConfiguration"}
+KEY_ACTIONS = {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "kms:ReEncryptTo"}
 
 
-def grants_of(graph: Graph) -> dict[str, dict[str, dict[str, Any]]]:
-    """bucket -> Sid -> statement of its integration's grant on the enforcer role."""
-    grants = [p for p in graph.by_type(ROLE_POLICY) if p.parent != graph.one(ENFORCER).urn]
-    out = {integration_of(graph, g).outputs["bucket"]: {st["Sid"]: st for st in g.json("policy")["Statement"]} for g in grants}
-    assert len(out) == len(grants)
-    return out
+def role_grants(graph: Graph) -> list[dict[str, Any]]:
+    """Every statement of the managed policies attached to the enforcer role."""
+    role = graph.one(ROLE)
+    attached = {a.inputs["policyArn"] for a in graph.by_type(ATTACHMENT) if a.inputs["role"] == role.outputs["name"]}
+    policies = graph.by_type(MANAGED_POLICY)
+    assert {p.outputs["arn"] for p in policies} == attached  # every grant policy is attached, and only those
+    return [st for p in policies for st in p.json("policy")["Statement"]]
+
+
+def _iam_match(pattern: str, value: str) -> bool:
+    # IAM resource and string-like matching: * any run of characters, ? one character.
+    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+
+
+def allowed(statements, action: str, resource: str, context: dict[str, str] | None = None) -> bool:
+    """Whether an Allow grants ``action`` on ``resource``; conditions evaluated on ``context``
+    (StringEquals/StringLike only, as the grants use), a missing key failing them."""
+    context = context or {}
+    for st in statements:
+        if st["Effect"] != "Allow" or action not in as_list(st["Action"]):
+            continue
+        if not any(_iam_match(r, resource) for r in as_list(st["Resource"])):
+            continue
+        ok = True
+        for op, keys in (st.get("Condition") or {}).items():
+            assert op in ("StringEquals", "StringLike"), op
+            for key, values in keys.items():
+                have = context.get(key)
+                ok &= have is not None and any(
+                    have == v if op == "StringEquals" else _iam_match(v, have) for v in as_list(values)
+                )
+        if ok:
+            return True
+    return False
+
+
+def via_s3(region: str, bucket: str, key: str) -> dict[str, str]:
+    """The KMS request context of a call S3 makes for the role on an object."""
+    return {"kms:ViaService": f"s3.{region}.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": f"arn:aws:s3:::{bucket}/{key}"}
 
 
 @pytest.mark.parametrize("graph_name", ["dev", "prod", "nested", "keep"])
 def test_bucket_grants_cover_exactly_the_mapped_prefixes_and_keys(graph_name, request):
     graph: Graph = request.getfixturevalue(graph_name)
     stack_config = STACK_CONFIGS[graph_name]()
+    region = stack_config.region
     rows = mapped_rows(graph)
-    grants = grants_of(graph)
-    assert set(grants) == set(rows)
-    for bucket, statements in grants.items():
-        bucket_arn = f"arn:aws:s3:::{bucket}"
+    grants = role_grants(graph)
+    # Small stacks get the finest scope: object ARNs per prefix, key ARNs.
+    assert graph.one(GRANTS).outputs["scope"] == "S3 objects per mapped prefix; KMS per key ARN"
+    all_keys = set(stack_config.source_key_arns)
+    for bucket, by_prefix in rows.items():
         bucket_config = stack_config.buckets.get(bucket)  # None for demo buckets
-        prefixes = sorted(rows[bucket])
-        objects = statements["RekeyObjectsUnderMappedPrefixes"]
-        assert objects["Resource"] == [f"{bucket_arn}/{p}*" for p in prefixes]
         # Old versions are deleted per the bucket's oldVersionAction, else the stack's.
         action = (bucket_config and bucket_config.old_version_action) or stack_config.old_version_action
         deletes = {"s3:DeleteObjectVersion"} if action == "delete" else set()
-        assert sorted(objects["Action"]) == sorted(OBJECT_ACTIONS | deletes)
-        # Bucket-level actions on the bucket ARN only, object-level ones on objects only.
-        for sid, bucket_action in BUCKET_ACTIONS.items():
-            assert (statements[sid]["Action"], statements[sid]["Resource"]) == (bucket_action, bucket_arn)
-        s3_statements = {sid for sid, st in statements.items() if any(a.startswith("s3:") for a in as_list(st["Action"]))}
-        assert s3_statements == {"RekeyObjectsUnderMappedPrefixes", *BUCKET_ACTIONS}
-        listing = statements["ListMappedPrefixes"]
-        assert listing["Condition"]["StringLike"]["s3:prefix"] == [f"{p}*" for p in prefixes]
-        keys = statements["UseMappedKeys"]
-        assert sorted(keys["Resource"]) == sorted({row["kms_key_arn"]["S"] for row in rows[bucket].values()})
-        assert set(keys["Action"]) == {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "kms:ReEncryptTo"}
-        decrypt = set(stack_config.source_key_arns) | {bucket_config and bucket_config.default_kms_key_arn} - {None}
-        decrypt -= set(keys["Resource"])
-        if decrypt:
-            assert set(statements["DecryptSourceKeys"]["Resource"]) == decrypt
-            assert statements["DecryptSourceKeys"]["Action"] == "kms:Decrypt"
-        else:
-            assert "DecryptSourceKeys" not in statements
+        for prefix, row in by_prefix.items():
+            obj = f"arn:aws:s3:::{bucket}/{prefix}x/report.csv"
+            assert {a for a in OBJECT_ACTIONS | {"s3:DeleteObjectVersion"} if allowed(grants, a, obj)} == OBJECT_ACTIONS | deletes
+            assert not allowed(grants, "s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": "unmapped/"})
+            assert allowed(grants, "s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": f"{prefix}x/report.csv"})
+            key = row["kms_key_arn"]["S"]
+            all_keys.add(key)
+            assert all(allowed(grants, a, key, via_s3(region, bucket, f"{prefix}x")) for a in KEY_ACTIONS)
+            # Only through S3 in the stack's region.
+            assert not allowed(grants, "kms:Decrypt", key, {"kms:ViaService": "s3.eu-central-1.amazonaws.com"})
+        # Nothing outside the mapped prefixes, not even the bucket root.
+        assert not any(allowed(grants, a, f"arn:aws:s3:::{bucket}/unmapped/x") for a in OBJECT_ACTIONS)
+        assert not allowed(grants, "s3:GetObject", f"arn:aws:s3:::{bucket}x/{next(iter(by_prefix))}y")
+        for a in BUCKET_ACTIONS - {"s3:ListBucket"}:
+            assert allowed(grants, a, f"arn:aws:s3:::{bucket}")
+        if bucket_config and bucket_config.default_kms_key_arn:
+            all_keys.add(bucket_config.default_kms_key_arn)
+    # Every key the role meets (mapped, sourceKeyArns, bucket defaults) gets all that
+    # UpdateObjectEncryption's page lists, and no other key gets anything.
+    bucket = next(iter(rows))
+    for key in all_keys:
+        assert all(allowed(grants, a, key, via_s3(region, bucket, "k")) for a in KEY_ACTIONS), key
+    other_key = f"arn:aws:kms:{region}:111122223333:key/99999999-9999-4999-8999-999999999999"
+    assert not any(allowed(grants, a, other_key, via_s3(region, bucket, "k")) for a in KEY_ACTIONS)
+    # No grant outside S3 and KMS in these policies.
+    assert {a.split(":")[0] for st in grants for a in as_list(st["Action"])} == {"s3", "kms"}
 
 
 def test_stack_level_keep_withholds_delete_object_version(keep):
@@ -449,8 +498,7 @@ def test_stack_level_keep_withholds_delete_object_version(keep):
     # the function is told the same, so it never tries a delete it may not make.
     assert all("oldVersionAction" not in b for b in KEEP["buckets"].values())
     assert dict(keep.one(FUNCTION).inputs["environment"]["variables"])["OLD_VERSION_ACTION"] == "keep"
-    for statements in grants_of(keep).values():
-        assert "s3:DeleteObjectVersion" not in statements["RekeyObjectsUnderMappedPrefixes"]["Action"]
+    assert not any(allowed(role_grants(keep), "s3:DeleteObjectVersion", f"arn:aws:s3:::{b}/k/x") for b in mapped_rows(keep))
 
 
 # What each S3 operation the engine calls needs from IAM, per the S3 API reference:
@@ -491,6 +539,7 @@ ENGINE_S3_CALLS = {
     "get_object_tagging": ({"s3:GetObjectTagging", "s3:GetObjectVersionTagging"}, set()),
     "delete_object": ({"s3:DeleteObjectVersion"}, set()),  # always with a VersionId
     "get_bucket_ownership_controls": (set(), {"s3:GetBucketOwnershipControls"}),
+    "get_bucket_replication": (set(), {"s3:GetReplicationConfiguration"}),
 }
 # Granted because the issue asks for the Version forms of Put tagging/ACL, although the
 # engine never writes tags or an ACL onto an existing version.
@@ -515,31 +564,28 @@ def engine_s3_operations() -> set[str]:
 
 def test_grants_are_what_the_engine_calls_need(dev):
     # A new S3 call in the engine fails here until its permissions are reviewed.
-    assert engine_s3_operations() == set(ENGINE_S3_CALLS)
+    assert engine_s3_operations() <= set(ENGINE_S3_CALLS)
     object_needs = set().union(*(o for o, _ in ENGINE_S3_CALLS.values()))
     bucket_needs = set().union(*(b for _, b in ENGINE_S3_CALLS.values()))
-    for bucket, statements in grants_of(dev).items():
-        granted = set(statements["RekeyObjectsUnderMappedPrefixes"]["Action"])
-        assert granted == object_needs | ISSUE_ONLY_ACTIONS
-        on_bucket = {st["Action"] for st in statements.values() if st["Resource"] == f"arn:aws:s3:::{bucket}"}
+    grants = role_grants(dev)
+    for bucket, by_prefix in mapped_rows(dev).items():
+        obj = f"arn:aws:s3:::{bucket}/{next(iter(by_prefix))}x"
+        everything = object_needs | bucket_needs | ISSUE_ONLY_ACTIONS | {"s3:DeleteObjectVersion"}
+        assert {a for a in everything if allowed(grants, a, obj)} == object_needs | ISSUE_ONLY_ACTIONS
+        on_bucket = {a for a in everything if allowed(grants, a, f"arn:aws:s3:::{bucket}", {"s3:prefix": next(iter(by_prefix))})}
         assert on_bucket == bucket_needs
 
 
 def test_partition_is_derived_not_hard_coded():
     graph = run_program({"aws:region": "cn-north-1", "demo": True}, stack="china")
-    policies = [p.inputs["policy"] for p in graph.by_type(ROLE_POLICY)]
+    policies = [p.inputs["policy"] for p in graph.by_type(ROLE_POLICY) + graph.by_type(MANAGED_POLICY)]
     policies += [p.inputs["policy"] for p in graph.by_type(QUEUE_POLICY)]
     policies.append(graph.one(KEY, "enforcer-alerts-key").inputs["policy"])
     for text in policies:
         assert "arn:aws:" not in text
         assert "arn:aws-cn:" in text
-    grant = next(p for p in graph.by_type(ROLE_POLICY) if p.name.endswith("-grants"))
-    via = grant.json("policy")["Statement"][-1]["Condition"]["StringEquals"]["kms:ViaService"]
-    assert via == "s3.cn-north-1.amazonaws.com.cn"
-
-
-# ---------------------------------------------------------------------------
-# Routing: notifications, EventBridge, queue policy
+    keys = next(st for st in role_grants(graph) if st["Sid"] == "UseKeysThroughS3")
+    assert keys["Condition"]["StringEquals"]["kms:ViaService"] == "s3.cn-north-1.amazonaws.com.cn"
 
 
 @pytest.mark.parametrize("graph_name", ["dev", "nested"])
@@ -599,17 +645,18 @@ def test_queue_policy_lets_in_only_the_mapped_senders(prod):
     allows = [st for st in statements if st["Effect"] == "Allow"]
     assert all(st["Principal"] != "*" and "AWS" not in st["Principal"] for st in allows)
     assert all(st["Action"] == "sqs:SendMessage" for st in allows)
+    # One statement per service, not per bucket: SQS allows 20 statements.
     by_service = Counter(st["Principal"]["Service"] for st in allows)
     config = load_stack_file(PROD)
     sqs_buckets = sorted(b for b, c in config.buckets.items() if c.notification == "sqs")
-    assert by_service == {"s3.amazonaws.com": len(sqs_buckets), "events.amazonaws.com": 1, "sns.amazonaws.com": 1}
-    s3 = [st for st in allows if st["Principal"]["Service"] == "s3.amazonaws.com"]
-    assert sorted(st["Condition"]["ArnEquals"]["aws:SourceArn"] for st in s3) == [f"arn:aws:s3:::{b}" for b in sqs_buckets]
-    assert all(st["Condition"]["StringEquals"]["aws:SourceAccount"] == ACCOUNT_ID for st in s3)
+    assert by_service == {"s3.amazonaws.com": 1, "events.amazonaws.com": 1, "sns.amazonaws.com": 1}
+    (s3,) = [st for st in allows if st["Principal"]["Service"] == "s3.amazonaws.com"]
+    assert s3["Condition"]["ArnEquals"]["aws:SourceArn"] == [f"arn:aws:s3:::{b}" for b in sqs_buckets]
+    assert s3["Condition"]["StringEquals"]["aws:SourceAccount"] == ACCOUNT_ID
     rule = prod.one(RULE)
     events = next(st for st in allows if st["Principal"]["Service"] == "events.amazonaws.com")
     # The policy names the rule before it exists; the name must lead to the real ARN.
-    assert events["Condition"]["ArnEquals"]["aws:SourceArn"] == rule.outputs["arn"]
+    assert events["Condition"]["ArnEquals"]["aws:SourceArn"] == [rule.outputs["arn"]]
     sns = next(st for st in allows if st["Principal"]["Service"] == "sns.amazonaws.com")
     assert sns["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}}
 
@@ -643,7 +690,7 @@ def test_a_notification_owned_elsewhere_is_left_alone(prod):
     assert matches(rule.json("eventPattern"), eventbridge_event("tenant-a/x.csv", bucket=external))
     (target,) = children_of_type(prod, integration, TARGET)
     assert target.inputs["arn"] == prod.one(QUEUE, "enforcer-queue").outputs["arn"]
-    senders = [st["Condition"]["ArnEquals"]["aws:SourceArn"] for st in queue_statements(prod) if "ArnEquals" in st.get("Condition", {})]
+    senders = [a for st in queue_statements(prod) for a in st.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn", [])]
     assert rule.outputs["arn"] in senders
 
 
@@ -676,13 +723,14 @@ def test_manage_notification_decides_only_the_notification_resource():
     # The queue policy still lets in S3 from the externally routed sqs bucket (its owner
     # adds the queue configurations) and EventBridge from both rules.
     allows = [st for st in queue_statements(graph) if st["Effect"] == "Allow"]
-    s3 = [st["Condition"]["ArnEquals"]["aws:SourceArn"] for st in allows if st["Principal"] == {"Service": "s3.amazonaws.com"}]
+    (s3,) = [st["Condition"]["ArnEquals"]["aws:SourceArn"] for st in allows if st["Principal"] == {"Service": "s3.amazonaws.com"}]
     assert s3 == ["arn:aws:s3:::sqs-external"]
-    events = {st["Condition"]["ArnEquals"]["aws:SourceArn"] for st in allows if st["Principal"] == {"Service": "events.amazonaws.com"}}
-    assert events == {r.outputs["arn"] for r in rules.values()}
+    (events,) = [st["Condition"]["ArnEquals"]["aws:SourceArn"] for st in allows if st["Principal"] == {"Service": "events.amazonaws.com"}]
+    assert set(events) == {r.outputs["arn"] for r in rules.values()}
     # Grants and mapping rows do not depend on who owns the notification.
     assert set(mapped_rows(graph)) == set(ROUTES["buckets"])
-    assert len([p for p in graph.by_type(ROLE_POLICY) if p.name.endswith("-grants")]) == 3
+    grants = role_grants(graph)
+    assert all(allowed(grants, "s3:UpdateObjectEncryption", f"arn:aws:s3:::{b}/{p}x") for b, c in ROUTES["buckets"].items() for p in c["prefixes"])
 
 
 # ---------------------------------------------------------------------------
@@ -899,17 +947,25 @@ def test_strict_mode_statements_match_the_mapping(prod):
     strict = {b: c for b, c in config.buckets.items() if c.strict}
     policies = {p.inputs["bucket"]: p for p in prod.by_type(BUCKET_POLICY)}
     assert set(policies) == set(strict) | {b for b, c in config.buckets.items() if c.policy_statements}
+    role_arn = prod.one(ROLE).outputs["arn"]
     for bucket, bucket_config in strict.items():
         statements = policies[bucket].json("policy")["Statement"]
         denies = [st for st in statements if st.get("Sid", "").startswith("Strict")]
-        assert len(denies) == 3 * len(bucket_config.prefixes)
+        assert denies and all(st["Effect"] == "Deny" and st["Principal"] == "*" for st in denies)
+        # Every deny exempts the enforcer's own role, and only it.
+        assert all(st["Condition"]["ArnNotEquals"] == {"aws:PrincipalArn": role_arn} for st in denies)
+        # The rule (deny wrong keys, never parts or the enforcer), evaluated in both
+        # readings of the part operations' request context, holds for every prefix.
         for prefix, m in bucket_config.prefixes.items():
-            mine = [st for st in denies if st["Resource"] == f"arn:aws:s3:::{bucket}/{prefix}*"]
-            assert all(st["Effect"] == "Deny" and st["Action"] == "s3:PutObject" and st["Principal"] == "*" for st in mine)
-            conditions = [st["Condition"] for st in mine]
-            assert {"Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "true"}} in conditions
-            assert {"StringNotEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id": m.kms_key_arn}} in conditions
-            assert {"StringNotEquals": {"s3:x-amz-server-side-encryption": m.sse_type}} in conditions
+            assert rule_problems(
+                statements,
+                partition="aws",
+                bucket=bucket,
+                prefix=prefix,
+                key_arn=m.kms_key_arn,
+                sse_type=m.sse_type,
+                enforcer_role_arn=role_arn,
+            ) == [], prefix
         # policyStatements from config are kept, after the strict statements.
         assert statements[len(denies):] == bucket_config.policy_statements
 
@@ -1052,16 +1108,20 @@ def test_removing_a_bucket_removes_its_integration(prod):
 
     before_integration = next(i for i in prod.by_type(INTEGRATION) if i.name == removed)
     gone = {r.urn for r in prod.descendants(before_integration.urn)} | {before_integration.urn}
-    assert {r.type for r in prod.descendants(before_integration.urn)} >= {TABLE_ITEM, NOTIFICATION, ROLE_POLICY, BUCKET_POLICY}
+    assert {r.type for r in prod.descendants(before_integration.urn)} >= {TABLE_ITEM, NOTIFICATION, BUCKET_POLICY}
     assert gone.isdisjoint(after.resources)
     assert removed not in mapped_rows(after)
-    assert all(removed not in p.inputs["policy"] for p in after.by_type(ROLE_POLICY))
+    # Its grants go with it: the role's managed policies no longer name it.
+    assert any(removed in p.inputs["policy"] for p in prod.by_type(MANAGED_POLICY))
+    assert all(removed not in p.inputs["policy"] for p in after.by_type(ROLE_POLICY) + after.by_type(MANAGED_POLICY))
     assert all(removed not in json.dumps(st) for st in queue_statements(after))
     assert any(removed in json.dumps(st) for st in queue_statements(prod))
     # Everything else is unchanged.
     kept = set(prod.resources) - gone
     assert kept == set(after.resources)
-    for urn in kept - {prod.one(QUEUE_POLICY, "enforcer-queue-policy").urn, prod.stack_urn}:
+    changed = {prod.one(QUEUE_POLICY, "enforcer-queue-policy").urn, prod.stack_urn}
+    changed |= {p.urn for p in prod.by_type(MANAGED_POLICY)} | {prod.one(GRANTS).urn}
+    for urn in kept - changed:
         assert prod.get(urn).inputs == after.get(urn).inputs or prod.get(urn).type in (FUNCTION, LAYER), urn
 
 
