@@ -1441,7 +1441,14 @@ def validate_strict_policy(args: StackValidationArgs, report: ReportViolation) -
     """
     run = _Run(report)
     graph = StackGraph(args.resources)
-    enforcer_roles = _enforcer_roles(graph, run)
+    roles: list[list[str]] = []
+
+    def enforcer_roles() -> list[str]:
+        # Only a strict bucket needs the role; looking earlier would defer stacks without one.
+        if not roles:
+            roles.append(_enforcer_roles(graph, run))
+        return roles[0]
+
     for g in graph.mapped_groups():
         for p in g.policies:
             doc = json_value(p.props, "policy")
@@ -1465,8 +1472,8 @@ def validate_strict_policy(args: StackValidationArgs, report: ReportViolation) -
             exempted = set().union(*(_condition_values(st, "aws:PrincipalArn")[1] for st in deny))
             # The enforcer is the stack's ESM-fed function's role; without one in the stack,
             # the role the policy exempts is taken at its word.
-            enforcer = next((r for r in enforcer_roles if r in exempted), None) or (
-                enforcer_roles[0] if enforcer_roles else min(exempted, default="")
+            enforcer = next((r for r in enforcer_roles() if r in exempted), None) or (
+                enforcer_roles()[0] if enforcer_roles() else min(exempted, default="")
             )
             partition = next((res.split(":")[1] for st in deny for res in _strings(st.get("Resource"))
                               if res.startswith("arn:")), "aws")
