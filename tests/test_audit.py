@@ -167,21 +167,30 @@ def test_audit_writes_nothing(tenants):
 
 
 def test_head_denied_and_throttled_objects_are_reported_not_fatal(tenants):
-    denied, throttled = "t1/ok-0", "t1/ok-1"
+    # denied: HEAD and the one-byte GET probe both refused (a missing S3 grant);
+    # flaky: only HEAD refused while GET reads, which no grant explains (a transient 403).
+    denied, throttled, flaky = "t1/ok-0", "t1/ok-1", "t2/ok"
 
     def fail(params, **_):
-        if params.get("Key") == denied:
+        if params.get("Key") in (denied, flaky):
             raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"},
                                "ResponseMetadata": {"HTTPStatusCode": 403}}, "HeadObject")
         if params.get("Key") == throttled:
             raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"},
                                "ResponseMetadata": {"HTTPStatusCode": 503}}, "HeadObject")
 
+    def deny_get(params, **_):
+        if params.get("Key") == denied:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                               "ResponseMetadata": {"HTTPStatusCode": 403}}, "GetObject")
+
     tenants.s3.meta.events.register("before-parameter-build.s3.HeadObject", fail)
+    tenants.s3.meta.events.register("before-parameter-build.s3.GetObject", deny_get)
     report = run_audit(tenants.s3, table_mappings(tenants), BUCKET)
     by_key = {f.key: f for f in report.offenders}
     assert by_key[denied].category is Category.ACCESS_DENIED
     assert by_key[throttled].category is Category.ERROR and "SlowDown" in by_key[throttled].reason
+    assert by_key[flaky].category is Category.ERROR
     assert report.prefixes["t1/"].counts[Category.COMPLIANT] == expected_counts("t1/")[Category.COMPLIANT] - 2
 
 

@@ -125,18 +125,32 @@ def test_sse_c_object_is_a_permanent_failure(tenant, load_handler):
 def test_missing_grant_on_head_is_a_permanent_failure(one_object):
     world, handler = one_object
 
+    # HEAD and the probe GET both denied: a missing S3 grant, not a transient 403.
     handler.s3.meta.events.register("before-call.s3.HeadObject", failing("403", 403, "HeadObject", "Forbidden"))
+    handler.s3.meta.events.register("before-call.s3.GetObject", failing("AccessDenied", 403, "GetObject", "Access Denied"))
     code, message = run_task(handler)
     assert code == "PermanentFailure" and message.startswith("access-denied:")
 
 
-def test_missing_kms_grant_is_a_permanent_failure(one_object):
+def test_a_kms_denial_of_the_update_falls_back_to_a_copy(one_object):
     world, handler = one_object
 
     denied = failing("KMS.AccessDeniedException", 403, "UpdateObjectEncryption", "not authorized to kms:Encrypt")
     handler.s3.meta.events.register("before-call.s3.UpdateObjectEncryption", denied)
+    code, _ = run_task(handler)
+    assert code == "Succeeded"
+    assert sse(world, "t/x")[0] == "aws:kms"
+
+
+def test_missing_kms_grant_for_the_copy_too_is_a_permanent_failure(one_object):
+    world, handler = one_object
+
+    update = failing("KMS.AccessDeniedException", 403, "UpdateObjectEncryption", "not authorized to kms:Encrypt")
+    copy = failing("AccessDenied", 403, "CopyObject", "User is not authorized to perform: kms:GenerateDataKey")
+    handler.s3.meta.events.register("before-call.s3.UpdateObjectEncryption", update)
+    handler.s3.meta.events.register("before-call.s3.CopyObject", copy)
     code, message = run_task(handler)
-    assert code == "PermanentFailure" and message.startswith("failed:") and "kms:Encrypt" in message
+    assert code == "PermanentFailure" and "kms:" in message
     assert sse(world, "t/x") == ("AES256", None)
 
 
