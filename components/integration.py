@@ -21,8 +21,9 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.access_policies import unique_sids
 from components.config import NAMESPACE, BucketConfig, mapping_rows, notification_prefixes
-from components.enforcer import BucketTarget, Enforcer, eventbridge_rule_name, unique_sids
+from components.enforcer import BucketTarget, Enforcer, eventbridge_rule_name
 from components.event_filter import eventbridge_rule_pattern
 from components.quotas import compact_json
 from components.strict_mode import strict_mode_statements

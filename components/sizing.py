@@ -216,13 +216,8 @@ class Sizing:
 
 def measure(config: StackConfig, targets: Sequence[Any] | None = None) -> Sizing:
     """Every quota-bound document of the stack, with unknowns at their maxima."""
-    from components.enforcer import (
-        core_role_policy,
-        eventbridge_rule_name,
-        function_environment,
-        lambda_trust_policy,
-        queue_policy_plan,
-    )
+    from components.access_policies import core_role_policy, lambda_trust_policy, queue_policy_plan
+    from components.enforcer import eventbridge_rule_name, eventbridge_rule_prefix, function_environment
     from components.event_filter import enforcer_filter_patterns, eventbridge_rule_pattern, filter_criteria
     from components.integration import bucket_policy_document
 
@@ -272,6 +267,8 @@ def measure(config: StackConfig, targets: Sequence[Any] | None = None) -> Sizing
         region=region,
         targets=targets,
         bucket_name=lambda b: stand.of(b, BUCKET_NAME_MAX),
+        rule_name=eventbridge_rule_name,
+        rule_prefix=eventbridge_rule_prefix(),
     )
     sizing.queue_scope = queue.scope
     if queue.note:

@@ -48,11 +48,11 @@ so every principal but the enforcer is refused it.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from components.access_policies import policy_sid
 from components.grant_plan import iam_literal
 from components.iam_conditions import Request, Unsupported, denying_statements
 
@@ -69,12 +69,6 @@ PRINCIPAL_ARN = "aws:PrincipalArn"  # global key: the role ARN for a role sessio
 PUT = "s3:PutObject"
 UPDATE_ENCRYPTION = "s3:UpdateObjectEncryption"
 KMS_TYPES = ("aws:kms", "aws:kms:dsse")
-
-
-def _sid(text: str) -> str:
-    # As components.enforcer.policy_sid, which this pure module cannot import: the
-    # policy pack loads it without pulumi_aws.
-    return "".join(w[:1].upper() + w[1:] for w in re.split(r"[^A-Za-z0-9]+", text) if w) or "X"
 
 
 def strict_mode_statements(
@@ -105,7 +99,7 @@ def strict_mode_statements(
     statements = [
         # A key is named and it is not the prefix's. Null:false keeps the deny off calls
         # that carry no key (the part operations), whatever S3 fills for them.
-        deny(f"StrictOtherKey{_sid(p)}", both, [objects[p]],
+        deny(f"StrictOtherKey{policy_sid(p)}", both, [objects[p]],
              {"Null": {KMS_KEY_HEADER: "false"}, "StringNotEquals": {KMS_KEY_HEADER: key}})
         for p, key, _ in mappings
     ]
