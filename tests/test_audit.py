@@ -16,15 +16,10 @@ from typer.testing import CliRunner
 
 from enforcer.mapping import Mapping
 from ops import sources
-from ops.audit import (
-    Category,
-    ProgressSink,
-    RichProgress,
-    audit_command,
-    mappings_in_scope,
-    progress_bar,
-    run_audit,
-)
+from ops.audit import audit_command
+from ops.audit_report import Category
+from ops.audit_run import mappings_in_scope, run_audit
+from ops.terminal import ProgressSink, RichProgress, progress_bar
 
 BUCKET = "audit-bucket"
 

@@ -16,18 +16,11 @@ from typer.testing import CliRunner
 
 from enforcer.decision import Method
 from ops import pricing, sources
-from ops.audit import run_audit
-from ops.backfill import (
-    DONE_OUTCOMES,
-    NO_REKEY,
-    NO_REKEY_REFUSED,
-    SAME_KEY,
-    Checkpoint,
-    backfill_command,
-    engine_settings,
-    plan_backfill,
-    run_backfill,
-)
+from ops.audit_run import run_audit
+from ops.backfill import backfill_command
+from ops.backfill_checkpoint import DONE_OUTCOMES, Checkpoint
+from ops.backfill_plan import NO_REKEY, NO_REKEY_REFUSED, SAME_KEY, plan_backfill
+from ops.backfill_run import engine_settings, run_backfill
 from tests.conftest import LambdaContext, aws_error, failing
 
 MIB = 1024**2

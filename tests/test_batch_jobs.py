@@ -17,7 +17,7 @@ from botocore.stub import ANY, Stubber
 from typer.testing import CliRunner
 
 from enforcer.mapping import Mapping
-from ops import backfill, batch_jobs
+from ops import aws, batch_jobs
 from ops.backfill import backfill_command
 from ops.sources import InputError
 
@@ -355,12 +355,12 @@ def stubbed_cli(world, s3control, monkeypatch, tmp_path):
     """The command, with its s3control client replaced by the stubbed one (all else on moto)."""
     monkeypatch.chdir(tmp_path)
     client, stub = s3control
-    real = backfill.AwsTarget.client
+    real = aws.Target.client
 
     def client_for(self, service, **kw):
         return client if service == "s3control" else real(self, service, **kw)
 
-    monkeypatch.setattr(backfill.AwsTarget, "client", client_for)
+    monkeypatch.setattr(aws.Target, "client", client_for)
     world.map(BUCKET, "a/", world.key("k1"))
     world.map(BUCKET, "c/", world.key("k3"), dsse=True)
 
