@@ -19,9 +19,22 @@ import pytest
 from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
 from pulumi_policy.proxy import UnknownValueError
 
-from policypack import check
-from policypack import policies as P
-from policypack.check import UNKNOWN, CheckReport, Record, StackGraph
+from policypack import check, engine_marshalling, policy_config
+from policypack import stack_graph as G
+from policypack.bucket_encryption import (
+    KEY_ID_CONDITION,
+    SSE_CONDITION,
+    bucket_default_encryption_is_kms,
+    replicated_prefix_rekeyed_by_copy,
+    strict_policy_matches_mapping,
+)
+from policypack.check import CheckReport
+from policypack.delivery_resilience import enforcer_delivery_is_resilient
+from policypack.engine_marshalling import UNKNOWN, Record, StackGraph
+from policypack.key_mappings import bucket_has_key_mapping, key_mapping_valid, mapped_key_rotation_enabled
+from policypack.notification_filters import notification_filters_do_not_overlap
+from policypack.notification_routes import bucket_notification_routes_to_enforcer
+from policypack.policies import POLICIES
 
 REGION = "us-east-1"
 KEY_A = "arn:aws:kms:us-east-1:111122223333:key/11111111-2222-3333-4444-555555555555"
@@ -88,7 +101,7 @@ def graphs(dev_config) -> Callable[..., StackGraph]:
     return get
 
 
-EXAMPLE_CONFIG = check.load_policy_config(check.DEFAULT_CONFIG)
+EXAMPLE_CONFIG = policy_config.load_policy_config(check.DEFAULT_CONFIG)
 
 
 def run(graph: StackGraph, policy, settings: dict | str | None = None) -> CheckReport:
@@ -135,7 +148,7 @@ def enforcer_queue(graph: StackGraph) -> Record:
 
 
 def items_of(graph: StackGraph, integration_name: str) -> list[Record]:
-    integ = one(graph, P.INTEGRATION, integration_name)
+    integ = one(graph, G.INTEGRATION, integration_name)
     return [r for r in graph.records if r.type == TABLE_ITEM and r.parent == integ.urn]
 
 
@@ -163,14 +176,14 @@ SPEC = {
 
 
 def test_pack_has_the_specified_policies_with_kinds_levels_and_remediation():
-    assert [p.name for p in P.POLICIES] == list(SPEC)
-    for p in P.POLICIES:
+    assert [p.name for p in POLICIES] == list(SPEC)
+    for p in POLICIES:
         kind, level = SPEC[p.name]
         assert isinstance(p, kind), p.name
         assert p.enforcement_level == level, p.name
         assert p.name == p.name.lower() and " " not in p.name and "_" not in p.name
         assert p.description and p.remediation_steps, p.name
-    schemas = {p.name: set(p.config_schema.properties) for p in P.POLICIES if p.config_schema}
+    schemas = {p.name: set(p.config_schema.properties) for p in POLICIES if p.config_schema}
     assert schemas == {
         "bucket-notification-routes-to-enforcer": {"externalNotificationBuckets"},
         "bucket-has-key-mapping": {"exemptBuckets"},
@@ -198,9 +211,9 @@ def test_pack_entry_point_builds_the_pack_the_cli_would_load(monkeypatch):
     built: dict = {}
     monkeypatch.setattr(pulumi_policy, "PolicyPack", lambda **kwargs: built.update(kwargs))
     runpy.run_path(str(check.PACK_DIR / "__main__.py"), run_name="__main__")
-    assert built == {"name": "s3-prefix-keys", "policies": P.POLICIES, "enforcement_level": EnforcementLevel.ADVISORY}
+    assert built == {"name": "s3-prefix-keys", "policies": POLICIES, "enforcement_level": EnforcementLevel.ADVISORY}
     # What the CLI reads from the pack (GetAnalyzerInfo): names, levels, schemas, remediation.
-    info = check.analyzer(P.POLICIES, check.resolve_policy_config(None)).GetAnalyzerInfo(None, None)
+    info = engine_marshalling.analyzer(POLICIES, policy_config.resolve_policy_config(None)).GetAnalyzerInfo(None, None)
     assert info.name == "s3-prefix-keys" and info.supportsConfig
     by_name = {p.name: p for p in info.policies}
     assert list(by_name) == list(SPEC)
@@ -212,8 +225,8 @@ def test_pack_entry_point_builds_the_pack_the_cli_would_load(monkeypatch):
 
 
 def test_example_policy_config_is_valid_and_sets_every_policy():
-    raw = check.load_policy_config(check.DEFAULT_CONFIG)
-    settings = check.resolve_policy_config(raw)
+    raw = policy_config.load_policy_config(check.DEFAULT_CONFIG)
+    settings = policy_config.resolve_policy_config(raw)
     assert set(raw) == set(SPEC)
     assert {n: s.level for n, s in settings.items()} == {n: lvl for n, (_, lvl) in SPEC.items()}
 
@@ -222,13 +235,13 @@ def test_example_policy_config_is_valid_and_sets_every_policy():
 # The dev stack passes, in both modes
 
 
-@pytest.mark.parametrize("policy", P.POLICIES, ids=lambda p: p.name)
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
 def test_dev_stack_passes(graphs, policy):
     report = run(graphs("dev", "up"), policy)
     assert report.diagnostics == []
 
 
-@pytest.mark.parametrize("policy", P.POLICIES, ids=lambda p: p.name)
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
 def test_dev_stack_first_preview_has_no_violation(graphs, policy):
     report = run(graphs("dev", "first-preview"), policy)
     assert violations(report) == []
@@ -241,7 +254,7 @@ def test_dev_stack_first_preview_has_no_violation(graphs, policy):
 @pytest.mark.parametrize("kind", ["tenant", "tenant-eventbridge"])
 @pytest.mark.parametrize("mode", MODES)
 def test_config_buckets_pass_every_mandatory_policy(graphs, kind, mode):
-    report = check.analyze(graphs(kind, mode), check.load_policy_config(check.DEFAULT_CONFIG))
+    report = check.analyze(graphs(kind, mode), policy_config.load_policy_config(check.DEFAULT_CONFIG))
     assert report.mandatory == []
 
 
@@ -249,7 +262,7 @@ def test_config_buckets_pass_every_mandatory_policy(graphs, kind, mode):
 def test_policies_see_the_dev_graph_related_without_arns(graphs, mode):
     # Guards against passing vacuously: the relations every policy builds on.
     g = graphs("dev", mode)
-    sg = P.StackGraph(check.stack_resources(g))
+    sg = G.StackGraph(engine_marshalling.stack_resources(g))
     groups = sg.mapped_groups()
     assert [(len(x.buckets), len(x.mappings), len(x.notifications), len(x.integrations)) for x in groups] == [
         (1, 3, 1, 1), (1, 3, 1, 1)
@@ -261,9 +274,9 @@ def test_policies_see_the_dev_graph_related_without_arns(graphs, mode):
     assert len(rows) == 6 and all(len(m.keys) == 1 and m.keys[0].resource_type == KEY for m in rows)
     assert sg.stack_region() == REGION
     if mode == "first-preview":
-        assert all(m.item is P.UNKNOWN for m in rows) and groups[0].names == set()
+        assert all(m.item is G.UNKNOWN for m in rows) and groups[0].names == set()
     else:
-        assert {m.kms_key_arn for m in rows} == {P.value(k.props, "arn") for m in rows for k in m.keys}
+        assert {m.kms_key_arn for m in rows} == {G.value(k.props, "arn") for m in rows for k in m.keys}
         assert all(x.names and next(iter(x.names)).startswith("s3-prefix-keys-demo-") for x in groups)
 
 
@@ -275,7 +288,7 @@ def test_policies_see_the_dev_graph_related_without_arns(graphs, mode):
 def test_missing_notification_fails(graphs, mode):
     g = graphs("dev", mode)
     g.remove(demo_notification(g).urn)
-    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    found = violations(run(g, bucket_notification_routes_to_enforcer))
     assert len(found) == 1
     v = found[0]
     assert v.level == "mandatory"
@@ -295,7 +308,7 @@ def test_notification_covering_prefix1_but_not_prefix2_fails(graphs, mode):
     only_first = [c for c in n.inputs["queues"] if c["filterPrefix"] == "prefix1/"]
     assert len(only_first) == 1
     g.set_property(n, "queues", only_first)
-    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    found = violations(run(g, bucket_notification_routes_to_enforcer))
     assert [(v.resource_type, v.resource_name) for v in found] == [(NOTIFICATION, "demo_demo-notification")]
     assert "only for 'prefix1/'" in found[0].message
     assert "'prefix2/', 'prefix3/' are never enforced" in found[0].message
@@ -307,7 +320,7 @@ def test_config_bucket_notification_missing_a_prefix_fails(graphs, mode):
     g = graphs("tenant-plain", mode)
     n = one(g, NOTIFICATION, TENANT)
     g.set_property(n, "queues", [c for c in n.inputs["queues"] if c["filterPrefix"] == "a/"])
-    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    found = violations(run(g, bucket_notification_routes_to_enforcer))
     assert len(found) == 1 and "'b/' are never enforced" in found[0].message
 
 
@@ -316,13 +329,13 @@ def test_notification_to_another_queue_or_event_sends_nothing(graphs):
     n = demo_notification(g)
     queues = [dict(c, queueArn="arn:aws:sqs:us-east-1:123456789012:elsewhere") for c in n.inputs["queues"]]
     g.set_property(n, "queues", queues, deps=[])
-    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    found = violations(run(g, bucket_notification_routes_to_enforcer))
     assert len(found) == 1 and "sends nothing to the enforcer" in found[0].message
 
     g = graphs("dev", "up")
     n = demo_notification(g)
     g.set_property(n, "queues", [dict(c, events=["s3:ObjectRemoved:*"]) for c in n.inputs["queues"]])
-    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    found = violations(run(g, bucket_notification_routes_to_enforcer))
     assert len(found) == 1 and "sends nothing to the enforcer" in found[0].message
 
 
@@ -330,9 +343,9 @@ def test_notification_to_another_queue_or_event_sends_nothing(graphs):
 def test_eventbridge_mode_needs_a_rule_targeting_the_queue(graphs, mode):
     g = graphs("tenant-eventbridge", mode)
     assert one(g, NOTIFICATION, TENANT).inputs.get("eventbridge") is True
-    assert violations(run(g, P.bucket_notification_routes_to_enforcer)) == []
+    assert violations(run(g, bucket_notification_routes_to_enforcer)) == []
     g.remove(one(g, EVENT_RULE, TENANT).urn)
-    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    found = violations(run(g, bucket_notification_routes_to_enforcer))
     assert len(found) == 1
     assert (found[0].resource_type, found[0].resource_name) == (NOTIFICATION, f"{TENANT}-notification")
     assert "sets eventbridge=true, but no EventBridge rule" in found[0].message
@@ -346,7 +359,7 @@ def test_eventbridge_rule_missing_a_prefix_fails(graphs):
     assert {"prefix": "b/"} in keys
     pattern["detail"]["object"]["key"] = [k for k in keys if k != {"prefix": "b/"}]
     g.set_property(rule, "eventPattern", json.dumps(pattern))
-    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    found = violations(run(g, bucket_notification_routes_to_enforcer))
     assert len(found) == 1 and "'b/' are never enforced" in found[0].message
 
 
@@ -363,7 +376,7 @@ def test_notification_also_feeding_another_queue_of_the_stack_is_not_a_false_vio
     g = graphs("dev", mode)
     n = demo_notification(g)
     add_queue_configuration_to(g, n, one(g, QUEUE, "enforcer-dlq"), "other/")
-    assert_passes_once_known(run(g, P.bucket_notification_routes_to_enforcer), mode,
+    assert_passes_once_known(run(g, bucket_notification_routes_to_enforcer), mode,
                              f"which queue configuration targets the enforcement queue of {NOTIFICATION} '{n.name}'")
 
 
@@ -377,7 +390,7 @@ def test_sure_routes_covering_every_prefix_need_no_deferral_beside_an_ambiguous_
     configs = [{"events": ["s3:ObjectCreated:*"], "filterPrefix": prefix, "queueArn": q.outputs["arn"]}
                for prefix, q in queues.items()]
     g.set_property(n, "queues", configs, deps=[q.urn for q in queues.values()])
-    report = run(g, P.bucket_notification_routes_to_enforcer)
+    report = run(g, bucket_notification_routes_to_enforcer)
     assert deferred(report) == ""
     assert report.diagnostics == []
 
@@ -391,7 +404,7 @@ def test_queue_configurations_covering_every_prefix_need_no_deferral_beside_a_ne
     extra = dict(n.inputs["queues"][0], filterPrefix="other/", id="to-new-queue", queueArn=UNKNOWN)
     g.set_property(n, "queues", [*n.inputs["queues"], extra],
                    deps=[*n.property_dependencies["queues"], new_queue.urn])
-    report = run(g, P.bucket_notification_routes_to_enforcer)
+    report = run(g, bucket_notification_routes_to_enforcer)
     assert deferred(report) == ""
     assert report.diagnostics == []
 
@@ -404,7 +417,7 @@ def test_ambiguous_routes_still_fail_when_no_reading_covers_a_prefix(graphs, mod
     n = demo_notification(g)
     g.set_property(n, "queues", [c for c in n.inputs["queues"] if c["filterPrefix"] == "prefix1/"])
     add_queue_configuration_to(g, n, one(g, QUEUE, "enforcer-dlq"), "other/")
-    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    found = violations(run(g, bucket_notification_routes_to_enforcer))
     assert [(v.resource_type, v.resource_name) for v in found] == [(NOTIFICATION, n.name)]
     assert "'prefix2/', 'prefix3/' are never enforced" in found[0].message
     # After `pulumi up` the DLQ's configuration is known not to be the enforcer's.
@@ -419,7 +432,7 @@ def test_notification_only_to_another_queue_of_the_stack_sends_nothing(graphs, m
     n = demo_notification(g)
     dlq = one(g, QUEUE, "enforcer-dlq")
     g.set_property(n, "queues", [dict(c, queueArn=dlq.outputs["arn"]) for c in n.inputs["queues"]], deps=[dlq.urn])
-    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    found = violations(run(g, bucket_notification_routes_to_enforcer))
     assert len(found) == 1 and "sends nothing to the enforcer" in found[0].message
 
 
@@ -429,16 +442,16 @@ def test_external_notification_bucket_passes_only_when_listed(graphs, mode):
     for kind in ("tenant-external", "tenant-external-eventbridge"):
         g = graphs(kind, mode)
         assert not [r for r in g.records if r.type == NOTIFICATION and TENANT in r.name]
-        found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+        found = violations(run(g, bucket_notification_routes_to_enforcer))
         assert len(found) == 1 and f"bucket '{TENANT}'" in found[0].message
         assert "its BucketIntegration has `manageNotification: false`" in found[0].message
         assert "`externalNotificationBuckets`" in found[0].message
         # Reported on the integration: the bucket is not created in this stack.
-        assert (found[0].resource_type, found[0].resource_name) == (P.INTEGRATION, TENANT)
+        assert (found[0].resource_type, found[0].resource_name) == (G.INTEGRATION, TENANT)
         for pattern in (TENANT, "tenant-*"):
-            report = run(g, P.bucket_notification_routes_to_enforcer, {"externalNotificationBuckets": [pattern]})
+            report = run(g, bucket_notification_routes_to_enforcer, {"externalNotificationBuckets": [pattern]})
             assert report.diagnostics == [], pattern
-        assert violations(run(g, P.bucket_notification_routes_to_enforcer, {"externalNotificationBuckets": ["other"]}))
+        assert violations(run(g, bucket_notification_routes_to_enforcer, {"externalNotificationBuckets": ["other"]}))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -446,7 +459,7 @@ def test_external_notification_bucket_with_a_notification_in_the_stack_is_still_
     g = graphs("tenant-plain", mode)
     n = one(g, NOTIFICATION, TENANT)
     g.set_property(n, "queues", [c for c in n.inputs["queues"] if c["filterPrefix"] == "a/"])
-    found = violations(run(g, P.bucket_notification_routes_to_enforcer, {"externalNotificationBuckets": ["tenant-*"]}))
+    found = violations(run(g, bucket_notification_routes_to_enforcer, {"externalNotificationBuckets": ["tenant-*"]}))
     assert len(found) == 1 and "'b/' are never enforced" in found[0].message
 
 
@@ -457,10 +470,10 @@ def test_external_notification_match_on_a_generated_bucket_name(graphs, mode):
     g = graphs("dev", mode)
     g.remove(demo_notification(g).urn)
     settings = {"externalNotificationBuckets": ["s3-prefix-keys-demo-*"]}
-    assert_passes_once_known(run(g, P.bucket_notification_routes_to_enforcer, settings), mode,
+    assert_passes_once_known(run(g, bucket_notification_routes_to_enforcer, settings), mode,
                              f"whether the bucket (generated name) is in externalNotificationBuckets of {BUCKET} 'demo-demo'")
     # The Pulumi resource name is known in both modes.
-    assert run(g, P.bucket_notification_routes_to_enforcer, {"externalNotificationBuckets": ["demo-demo"]}).diagnostics == []
+    assert run(g, bucket_notification_routes_to_enforcer, {"externalNotificationBuckets": ["demo-demo"]}).diagnostics == []
 
 
 # ---------------------------------------------------------------------------
@@ -503,7 +516,7 @@ def add_rule_on_buckets(g: StackGraph, *buckets: Record) -> Record:
 def test_bucket_without_mapping_fails(graphs, mode):
     g = graphs("dev", mode)
     add_unmapped_bucket(g)
-    found = violations(run(g, P.bucket_has_key_mapping))
+    found = violations(run(g, bucket_has_key_mapping))
     assert [(v.level, v.resource_type, v.resource_name) for v in found] == [("mandatory", BUCKET, "orphan")]
     assert "(bucket name 'orphan-bucket') has no prefix key mapping" in found[0].message
     assert "exemptBuckets" in found[0].message and "s3-prefix-keys:exempt=true" in found[0].message
@@ -516,13 +529,13 @@ def test_bucket_sharing_a_rule_with_a_mapped_bucket_still_needs_a_mapping(graphs
     g = graphs("dev", mode)
     orphan = add_unmapped_bucket(g, type_=type_)
     add_rule_on_buckets(g, one(g, BUCKET, "demo-demo"), orphan)
-    found = violations(run(g, P.bucket_has_key_mapping))
+    found = violations(run(g, bucket_has_key_mapping))
     assert [(v.resource_type, v.resource_name) for v in found] == [(type_, "orphan")]
     # ... and the mapped bucket's own checks still see the rule, without the orphan's name.
-    groups = {x.buckets[0].name: x for x in P.StackGraph(check.stack_resources(g)).bucket_groups() if x.buckets}
+    groups = {x.buckets[0].name: x for x in G.StackGraph(engine_marshalling.stack_resources(g)).bucket_groups() if x.buckets}
     assert [r.name for r in groups["demo-demo"].rules] == [r.name for r in groups["orphan"].rules] == ["audit-rule"]
     assert "orphan-bucket" not in groups["demo-demo"].names and groups["orphan"].mappings == []
-    assert violations(run(g, P.bucket_notification_routes_to_enforcer)) == []
+    assert violations(run(g, bucket_notification_routes_to_enforcer)) == []
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -531,23 +544,23 @@ def test_mapping_is_decided_per_bucket_within_a_group(graphs, mode):
     # buckets into one group; the other bucket still has no mapping of its own.
     g = graphs("dev", mode)
     orphan = add_unmapped_bucket(g)
-    integ = one(g, P.INTEGRATION, "demo_demo")
+    integ = one(g, G.INTEGRATION, "demo_demo")
     doc = json.dumps({"Version": "2012-10-17", "Statement": []})
     g.add(Record(urn=integ.urn + f"${BUCKET_POLICY}::stray-policy", type=BUCKET_POLICY, name="stray-policy",
                  custom=True, inputs={"bucket": "orphan-bucket", "policy": doc},
                  outputs={"bucket": "orphan-bucket", "policy": doc}, parent=integ.urn, provider=orphan.provider,
                  property_dependencies={"bucket": [orphan.urn]}))
-    groups = P.StackGraph(check.stack_resources(g)).bucket_groups()
+    groups = G.StackGraph(engine_marshalling.stack_resources(g)).bucket_groups()
     assert sorted(b.name for x in groups for b in x.buckets if len(x.buckets) > 1) == ["demo-demo", "orphan"]
-    found = violations(run(g, P.bucket_has_key_mapping))
+    found = violations(run(g, bucket_has_key_mapping))
     assert [(v.resource_type, v.resource_name) for v in found] == [(BUCKET, "orphan")]
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_mappings_of_bucket_answers_as_the_first_call_on_a_graph(graphs, mode):
-    sg = P.StackGraph(check.stack_resources(graphs("dev", mode)))
+    sg = G.StackGraph(engine_marshalling.stack_resources(graphs("dev", mode)))
     bucket = next(b for b in sg.of_type(BUCKET) if b.name == "demo-demo")
-    group = P.BucketGroup(key="demo-demo", buckets=[bucket], mappings=sg.mapping_rows())  # both buckets' rows
+    group = G.BucketGroup(key="demo-demo", buckets=[bucket], mappings=sg.mapping_rows())  # both buckets' rows
     mine = sorted(m.resource.name for m in sg.mappings_of_bucket(group, bucket))
     (demo,) = [x for x in sg.mapped_groups() if x.buckets == [bucket]]
     assert len(mine) == 3 and mine == sorted(m.resource.name for m in demo.mappings)
@@ -557,7 +570,7 @@ def test_mappings_of_bucket_answers_as_the_first_call_on_a_graph(graphs, mode):
 def test_deprecated_bucket_v2_without_mapping_fails(graphs, mode):
     g = graphs("dev", mode)
     add_unmapped_bucket(g, name="legacy", type_="aws:s3/bucketV2:BucketV2")
-    found = violations(run(g, P.bucket_has_key_mapping))
+    found = violations(run(g, bucket_has_key_mapping))
     assert [(v.level, v.resource_type, v.resource_name) for v in found] == [
         ("mandatory", "aws:s3/bucketV2:BucketV2", "legacy")
     ]
@@ -569,8 +582,8 @@ def test_deprecated_bucket_v2_without_mapping_fails(graphs, mode):
 def test_bucket_exempt_by_config_passes(graphs, mode, pattern):
     g = graphs("dev", mode)
     add_unmapped_bucket(g)
-    assert run(g, P.bucket_has_key_mapping, {"exemptBuckets": [pattern]}).diagnostics == []
-    assert len(violations(run(g, P.bucket_has_key_mapping, {"exemptBuckets": ["other-*"]}))) == 1
+    assert run(g, bucket_has_key_mapping, {"exemptBuckets": [pattern]}).diagnostics == []
+    assert len(violations(run(g, bucket_has_key_mapping, {"exemptBuckets": ["other-*"]}))) == 1
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -578,10 +591,10 @@ def test_bucket_with_a_generated_name_is_exempt_once_the_name_is_known(graphs, m
     g = graphs("dev", mode)
     add_unmapped_bucket(g, prefixed=True)
     # At a first preview the name glob may match the generated name, or not.
-    assert_passes_once_known(run(g, P.bucket_has_key_mapping, {"exemptBuckets": ["orphan-*"]}), mode,
+    assert_passes_once_known(run(g, bucket_has_key_mapping, {"exemptBuckets": ["orphan-*"]}), mode,
                              f"whether the unmapped bucket is exempt (its tags or generated name) of {BUCKET} 'orphan'")
     # Without exemptions nothing can save it, in either mode.
-    assert len(violations(run(g, P.bucket_has_key_mapping, {"exemptBuckets": []}))) == 1
+    assert len(violations(run(g, bucket_has_key_mapping, {"exemptBuckets": []}))) == 1
 
 
 @pytest.mark.parametrize(("exempt", "passes"), [("true", True), ("false", False)])
@@ -594,7 +607,7 @@ def test_bucket_exempt_by_the_providers_default_tags(graphs, exempt, passes):
     provider = g.by_urn(bucket.provider)
     sent = json.dumps({"tags": {"s3-prefix-keys:exempt": exempt, "team": "storage"}})
     provider.inputs["defaultTags"] = provider.outputs["defaultTags"] = sent
-    assert (run(g, P.bucket_has_key_mapping).diagnostics == []) is passes
+    assert (run(g, bucket_has_key_mapping).diagnostics == []) is passes
 
 
 def test_providers_default_tags_as_pulumi_aws_sends_them():
@@ -613,7 +626,7 @@ def test_unknown_default_tags_defer(graphs):
     bucket = add_unmapped_bucket(g)
     provider = g.by_urn(bucket.provider)
     provider.inputs["defaultTags"] = provider.outputs["defaultTags"] = UNKNOWN
-    report = run(g, P.bucket_has_key_mapping)
+    report = run(g, bucket_has_key_mapping)
     assert violations(report) == []
     assert "whether the unmapped bucket is exempt (its tags or generated name)" in deferred(report)
 
@@ -621,9 +634,9 @@ def test_unknown_default_tags_defer(graphs):
 def test_bucket_exempt_by_tag_passes(graphs):
     g = graphs("dev", "first-preview")
     add_unmapped_bucket(g, tags={"s3-prefix-keys:exempt": "true"})
-    assert violations(run(g, P.bucket_has_key_mapping)) == []
+    assert violations(run(g, bucket_has_key_mapping)) == []
     add_unmapped_bucket(g, name="other", tags={"s3-prefix-keys:exempt": "false"})
-    assert [v.resource_name for v in violations(run(g, P.bucket_has_key_mapping))] == ["other"]
+    assert [v.resource_name for v in violations(run(g, bucket_has_key_mapping))] == ["other"]
 
 
 # ---------------------------------------------------------------------------
@@ -635,7 +648,7 @@ def test_alias_arn_fails(graphs, mode):
     g = graphs("tenant-plain", mode)
     item = next(r for r in items_of(g, TENANT) if json.loads(r.inputs["item"])["prefix"]["S"] == "a/")
     set_item_field(g, item, "kms_key_arn", {"S": "arn:aws:kms:us-east-1:111122223333:alias/tenant-a"})
-    found = violations(run(g, P.key_mapping_valid))
+    found = violations(run(g, key_mapping_valid))
     assert [(v.resource_type, v.resource_name) for v in found] == [(TABLE_ITEM, item.name)]
     assert "'arn:aws:kms:us-east-1:111122223333:alias/tenant-a' is a key alias" in found[0].message
     assert "Use the full key ARN" in found[0].message
@@ -654,7 +667,7 @@ def test_key_id_managed_key_and_cross_region_arn_fail(graphs, arn, expected):
     g = graphs("tenant-plain", "up")
     item = items_of(g, TENANT)[0]
     set_item_field(g, item, "kms_key_arn", {"S": arn})
-    found = violations(run(g, P.key_mapping_valid))
+    found = violations(run(g, key_mapping_valid))
     assert len(found) == 1 and expected in found[0].message and found[0].resource_name == item.name
 
 
@@ -663,7 +676,7 @@ def test_cross_region_demo_row_fails(graphs):
     item = items_of(g, "demo_demo")[0]
     arn = json.loads(item.inputs["item"])["kms_key_arn"]["S"]
     set_item_field(g, item, "kms_key_arn", {"S": arn.replace(f":{REGION}:", ":eu-west-1:")})
-    found = violations(run(g, P.key_mapping_valid))
+    found = violations(run(g, key_mapping_valid))
     assert len(found) == 1 and "is in region eu-west-1 but the stack deploys to us-east-1" in found[0].message
 
 
@@ -678,7 +691,7 @@ def test_cross_region_key_resource_fails_at_first_preview(graphs):
     )
     g.records.append(provider)
     key.provider = provider.urn
-    found = violations(run(g, P.key_mapping_valid))
+    found = violations(run(g, key_mapping_valid))
     assert {v.resource_type for v in found} == {TABLE_ITEM} and len(found) == 2  # both demo buckets map it
     assert all("which its provider creates in eu-west-1, but the stack deploys to us-east-1" in v.message
                for v in found)
@@ -689,7 +702,7 @@ def test_asymmetric_key_in_stack_fails(graphs, mode):
     g = graphs("dev", mode)
     key = one(g, KEY, "demo-prefix1")
     g.set_property(key, "customerMasterKeySpec", "RSA_2048")
-    found = violations(run(g, P.key_mapping_valid))
+    found = violations(run(g, key_mapping_valid))
     assert len(found) == 2
     assert all("keySpec RSA_2048" in v.message and "SYMMETRIC_DEFAULT" in v.message for v in found)
 
@@ -703,7 +716,7 @@ def test_alias_resource_feeding_a_row_fails_at_first_preview(graphs):
                    parent=key.parent, provider=key.provider)
     g.records.append(alias)
     item.property_dependencies["item"] = [u for u in item.property_dependencies["item"] if u != key.urn] + [alias.urn]
-    found = violations(run(g, P.key_mapping_valid))
+    found = violations(run(g, key_mapping_valid))
     assert len(found) == 1 and "takes its key from aws:kms/alias:Alias 'tenant-alias'" in found[0].message
 
 
@@ -711,14 +724,14 @@ def test_non_boolean_dual_layer_fails(graphs):
     g = graphs("tenant-plain", "first-preview")
     item = items_of(g, TENANT)[0]
     set_item_field(g, item, "dual_layer_encryption", {"S": "true"})
-    found = violations(run(g, P.key_mapping_valid))
+    found = violations(run(g, key_mapping_valid))
     assert len(found) == 1 and 'dual_layer_encryption is {"S": "true"}' in found[0].message
 
 
 def test_rotation_off_is_advisory(graphs):
     g = graphs("dev", "first-preview")
     g.set_property(one(g, KEY, "demo-prefix3"), "enableKeyRotation", False)
-    found = violations(run(g, P.mapped_key_rotation_enabled))
+    found = violations(run(g, mapped_key_rotation_enabled))
     assert [(v.level, v.resource_type, v.resource_name) for v in found] == [("advisory", KEY, "demo-prefix3")]
     assert "automatic rotation is off" in found[0].message
 
@@ -734,7 +747,7 @@ def test_queue_without_dlq_fails(graphs, mode):
     g.set_property(q, "redrivePolicy", None)
     # The premise: left unset, the provider reports it as unknown while creating the queue.
     assert q.outputs.get("redrivePolicy") is (UNKNOWN if mode == "first-preview" else None)
-    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    found = violations(run(g, enforcer_delivery_is_resilient))
     assert [(v.level, v.resource_type, v.resource_name) for v in found] == [("mandatory", QUEUE, q.name)]
     assert "has no redrive policy" in found[0].message and "maxReceiveCount" in found[0].message
 
@@ -754,7 +767,7 @@ def test_max_receive_count_1_fails(graphs, mode):
         redrive = json.loads(q.inputs["redrivePolicy"])
         assert redrive["maxReceiveCount"] == 5
         g.set_property(q, "redrivePolicy", json.dumps({**redrive, "maxReceiveCount": 1}))
-    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    found = violations(run(g, enforcer_delivery_is_resilient))
     assert len(found) == 1 and found[0].resource_name == q.name
     assert "maxReceiveCount 1; below 2" in found[0].message
 
@@ -780,7 +793,7 @@ def add_redrive_policy_resource(g: StackGraph, count: int, *, related: bool = Tr
 def test_redrive_policy_as_its_own_resource(graphs, mode, count):
     g = graphs("dev", mode)
     add_redrive_policy_resource(g, count)
-    report = run(g, P.enforcer_delivery_is_resilient)
+    report = run(g, enforcer_delivery_is_resilient)
     found = violations(report)
     if mode == "first-preview":
         # The queue's unknown redrivePolicy is the provider's (it has no dependency); the
@@ -799,13 +812,13 @@ def test_redrive_policy_resource_for_an_unknown_queue_defers(graphs):
     # is unknown: it may be the enforcer queue's, so "no redrive policy" is not proven.
     g = graphs("dev", "first-preview")
     add_redrive_policy_resource(g, 5, related=False)
-    report = run(g, P.enforcer_delivery_is_resilient)
+    report = run(g, enforcer_delivery_is_resilient)
     assert violations(report) == []
     assert "of aws:sqs/redrivePolicy:RedrivePolicy 'enforcer-redrive'" in deferred(report)
 
 
 def test_max_receive_count_threshold_is_configurable(graphs):
-    found = violations(run(graphs("dev", "up"), P.enforcer_delivery_is_resilient, {"minMaxReceiveCount": 6}))
+    found = violations(run(graphs("dev", "up"), enforcer_delivery_is_resilient, {"minMaxReceiveCount": 6}))
     assert len(found) == 1 and "maxReceiveCount 5; below 6" in found[0].message
 
 
@@ -814,12 +827,12 @@ def test_aws_sns_managed_topic_key_fails(graphs, mode):
     g = graphs("dev", mode)
     topic = one(g, TOPIC, "enforcer-alerts")
     g.set_property(topic, "kmsMasterKeyId", "alias/aws/sns", deps=[])
-    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    found = violations(run(g, enforcer_delivery_is_resilient))
     assert [(v.resource_type, v.resource_name) for v in found] == [(TOPIC, topic.name)]
     assert "encrypted with alias/aws/sns" in found[0].message and "cloudwatch.amazonaws.com" in found[0].message
     # Reported even when the DLQ itself is missing (the errors alarm notifies the same topic).
     g.set_property(enforcer_queue(g), "redrivePolicy", None)
-    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    found = violations(run(g, enforcer_delivery_is_resilient))
     assert sorted(v.resource_type for v in found) == sorted([QUEUE, TOPIC])
 
 
@@ -830,7 +843,7 @@ def test_topic_key_without_cloudwatch_grant_fails(graphs, mode):
     policy = json.loads(key.inputs["policy"])
     policy["Statement"] = [s for s in policy["Statement"] if s.get("Principal", {}).get("Service") is None]
     g.set_property(key, "policy", json.dumps(policy))
-    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    found = violations(run(g, enforcer_delivery_is_resilient))
     assert len(found) == 1 and "does not allow cloudwatch.amazonaws.com" in found[0].message
 
 
@@ -842,7 +855,7 @@ def test_topic_key_with_the_default_key_policy_fails(graphs, mode):
     key = one(g, KEY, "enforcer-alerts-key")
     g.set_property(key, "policy", None)
     assert key.outputs.get("policy") is (UNKNOWN if mode == "first-preview" else None)
-    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    found = violations(run(g, enforcer_delivery_is_resilient))
     assert [(v.resource_type, v.resource_name) for v in found] == [(TOPIC, "enforcer-alerts")]
     assert "does not allow cloudwatch.amazonaws.com" in found[0].message
 
@@ -853,7 +866,7 @@ def test_short_visibility_and_no_batch_item_failures_fail(graphs, mode):
     q = enforcer_queue(g)
     g.set_property(q, "visibilityTimeoutSeconds", 300)
     g.set_property(one(g, ESM), "functionResponseTypes", None)
-    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    found = violations(run(g, enforcer_delivery_is_resilient))
     messages = sorted(v.message for v in found)
     assert len(found) == 2
     assert "does not report batch item failures" in messages[0]
@@ -863,7 +876,7 @@ def test_short_visibility_and_no_batch_item_failures_fail(graphs, mode):
 
 def test_visibility_multiplier_is_configurable(graphs):
     g = graphs("dev", "first-preview")
-    found = violations(run(g, P.enforcer_delivery_is_resilient, {"visibilityMultiplier": 7}))
+    found = violations(run(g, enforcer_delivery_is_resilient, {"visibilityMultiplier": 7}))
     assert len(found) == 1 and "below 7 x the timeout" in found[0].message
 
 
@@ -871,23 +884,23 @@ def test_visibility_multiplier_is_configurable(graphs):
 def test_dlq_without_alarm_or_alarm_without_topic_fails(graphs, mode):
     g = graphs("dev", mode)
     g.remove(one(g, ALARM, "dlq-depth").urn)
-    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    found = violations(run(g, enforcer_delivery_is_resilient))
     assert len(found) == 1 and found[0].resource_name == "enforcer-dlq"
     assert f"no {ALARM} watches the depth" in found[0].message
 
     g = graphs("dev", mode)
     g.set_property(one(g, ALARM, "dlq-depth"), "alarmActions", [], deps=[])
-    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    found = violations(run(g, enforcer_delivery_is_resilient))
     assert len(found) == 1 and "notifies no SNS topic" in found[0].message
 
 
 def test_no_event_source_mapping_means_no_enforcer(graphs):
     g = graphs("dev", "first-preview")
     g.remove(one(g, ESM).urn)
-    found = violations(run(g, P.enforcer_delivery_is_resilient))
+    found = violations(run(g, enforcer_delivery_is_resilient))
     assert [(v.resource_type, v.resource_name) for v in found] == [("pulumi:pulumi:Stack", "s3-prefix-keys-dev")]
     assert f"has no {ESM}, so nothing consumes the enforcement queue" in found[0].message
-    found = violations(run(g, P.bucket_notification_routes_to_enforcer))
+    found = violations(run(g, bucket_notification_routes_to_enforcer))
     assert sorted(v.resource_name for v in found) == ["demo-demo", "demo-demo-versioned"]
     assert all("there is no enforcement queue to route to" in v.message for v in found)
 
@@ -902,14 +915,14 @@ def test_inline_bucket_encryption_counts_only_without_a_configuration_resource(g
     g.set_property(bucket, "bucket", TENANT)  # the config bucket, created in this stack
     sse = {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]}
     g.set_property(bucket, prop, [sse] if prop.endswith("s") else sse)
-    found = violations(run(g, P.bucket_default_encryption_is_kms))
+    found = violations(run(g, bucket_default_encryption_is_kms))
     assert [(v.resource_type, v.resource_name) for v in found] == [(type_, "tenant-owned")]
     assert "sets default encryption AES256" in found[0].message
     g = graphs("tenant", "up")
     bucket = add_unmapped_bucket(g, name="tenant-owned", type_=type_)
     g.set_property(bucket, "bucket", TENANT)
     g.set_property(bucket, prop, [sse] if prop.endswith("s") else sse)  # stale: the resource below owns it
-    assert violations(run(g, P.bucket_default_encryption_is_kms)) == []
+    assert violations(run(g, bucket_default_encryption_is_kms)) == []
 
 
 # ---------------------------------------------------------------------------
@@ -922,7 +935,7 @@ def test_overlapping_filters_fail(graphs, mode):
     n = demo_notification(g)
     nested = dict(n.inputs["queues"][0], filterPrefix="prefix1/sub/", id="extra")
     g.set_property(n, "queues", [*n.inputs["queues"], nested])
-    found = violations(run(g, P.notification_filters_do_not_overlap))
+    found = violations(run(g, notification_filters_do_not_overlap))
     assert [(v.level, v.resource_type, v.resource_name) for v in found] == [
         ("mandatory", NOTIFICATION, n.name)
     ]
@@ -940,7 +953,7 @@ def test_filters_for_other_events_or_suffixes_do_not_overlap(graphs):
         dict(first, filterPrefix="", filterSuffix=".log", id="log"),
     ]
     g.set_property(n, "queues", [*n.inputs["queues"], *extra])
-    found = violations(run(g, P.notification_filters_do_not_overlap))
+    found = violations(run(g, notification_filters_do_not_overlap))
     # prefix '' overlaps every prefix for ObjectCreated; the two suffix filters do not overlap each other.
     assert len(found) == 6 and all("suffix '.log'" in v.message or "suffix '.tmp'" in v.message for v in found)
 
@@ -958,7 +971,7 @@ def strict_violation(g: StackGraph, doc: dict) -> str:
     """The one advisory the policy reports on the tenant bucket's policy, set to ``doc``."""
     p = one(g, BUCKET_POLICY, TENANT)
     g.set_property(p, "policy", json.dumps(doc))
-    found = violations(run(g, P.strict_policy_matches_mapping))
+    found = violations(run(g, strict_policy_matches_mapping))
     assert [(v.level, v.resource_type) for v in found] == [("advisory", BUCKET_POLICY)]
     return found[0].message
 
@@ -972,7 +985,7 @@ def test_strict_policy_matching_the_mapping_passes(graphs, mode):
     # The statements name the enforcer role's ARN, so a first preview cannot see them.
     g = graphs("tenant", mode)
     p = one(g, BUCKET_POLICY, TENANT)
-    assert_passes_once_known(run(g, P.strict_policy_matches_mapping), mode,
+    assert_passes_once_known(run(g, strict_policy_matches_mapping), mode,
                              f"the bucket policy document of {BUCKET_POLICY} '{p.name}'")
 
 
@@ -996,9 +1009,9 @@ def test_strict_policy_of_the_old_shape_breaks_multipart_uploads(graphs):
     for prefix, key, sse in (("a/", KEY_A, "aws:kms"), ("b/", KEY_B, "aws:kms:dsse")):
         deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{TENANT}/{prefix}*"}
         old += [
-            {**deny, "Condition": {"Null": {P.KEY_ID_CONDITION: "true"}}},
-            {**deny, "Condition": {"StringNotEquals": {P.KEY_ID_CONDITION: key}}},
-            {**deny, "Condition": {"StringNotEquals": {P.SSE_CONDITION: sse}}},
+            {**deny, "Condition": {"Null": {KEY_ID_CONDITION: "true"}}},
+            {**deny, "Condition": {"StringNotEquals": {KEY_ID_CONDITION: key}}},
+            {**deny, "Condition": {"StringNotEquals": {SSE_CONDITION: sse}}},
         ]
     message = strict_violation(g, {**doc, "Statement": old})
     assert "denies the writer's UploadPart (no encryption keys" in message
@@ -1017,7 +1030,7 @@ def test_strict_policy_missing_a_prefix_or_naming_another_key_fails(graphs):
     g = graphs("tenant")
     _, doc = strict_statements(g)
     (st,) = [s for s in doc["Statement"] if s["Sid"] == "StrictOtherKeyA"]
-    st["Condition"]["StringNotEquals"] = {P.KEY_ID_CONDITION: KEY_B}
+    st["Condition"]["StringNotEquals"] = {KEY_ID_CONDITION: KEY_B}
     message = strict_violation(g, doc)
     assert "'a/' denies the writer's PutObject naming the prefix's key" in message
 
@@ -1043,7 +1056,7 @@ def test_strict_policy_built_from_unknown_values_is_deferred(graphs):
     g = graphs("tenant", "first-preview")
     p = one(g, BUCKET_POLICY, TENANT)
     g.set_property(p, "policy", UNKNOWN, deps=[one(g, KEY, "enforcer-alerts-key").urn])
-    report = run(g, P.strict_policy_matches_mapping)
+    report = run(g, strict_policy_matches_mapping)
     assert violations(report) == []
     assert f"the bucket policy document of {BUCKET_POLICY} '{p.name}'" in deferred(report)
 
@@ -1055,12 +1068,12 @@ def test_strict_policy_built_from_unknown_values_is_deferred(graphs):
 @pytest.mark.parametrize("mode", MODES)
 def test_default_kms_encryption_passes_and_dsse_counts_as_kms(graphs, mode):
     g = graphs("tenant", mode)
-    assert run(g, P.bucket_default_encryption_is_kms).diagnostics == []
+    assert run(g, bucket_default_encryption_is_kms).diagnostics == []
     sse = one(g, SSE, TENANT)
     rules = sse.inputs["rules"]
     rules[0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] = "aws:kms:dsse"
     g.set_property(sse, "rules", rules)
-    assert run(g, P.bucket_default_encryption_is_kms).diagnostics == []
+    assert run(g, bucket_default_encryption_is_kms).diagnostics == []
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -1068,11 +1081,11 @@ def test_sse_s3_default_or_no_default_encryption_fails(graphs, mode):
     g = graphs("tenant", mode)
     sse = one(g, SSE, TENANT)
     g.set_property(sse, "rules", [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}])
-    found = violations(run(g, P.bucket_default_encryption_is_kms))
+    found = violations(run(g, bucket_default_encryption_is_kms))
     assert [(v.level, v.resource_type) for v in found] == [("advisory", SSE)]
     assert "sets default encryption AES256" in found[0].message
 
-    found = violations(run(graphs("tenant-plain", mode), P.bucket_default_encryption_is_kms))
+    found = violations(run(graphs("tenant-plain", mode), bucket_default_encryption_is_kms))
     assert len(found) == 1
     assert f"bucket '{TENANT}'" in found[0].message and "has no default encryption configuration" in found[0].message
     assert "defaultKmsKeyArn" in found[0].message
@@ -1086,13 +1099,13 @@ def test_demo_buckets_are_flagged_unless_exempt(graphs, mode):
     g = graphs("dev", mode)
     if mode == "first-preview":
         assert one(g, BUCKET, "demo-demo").outputs["serverSideEncryptionConfiguration"] is UNKNOWN
-    assert run(g, P.bucket_default_encryption_is_kms).diagnostics == []
-    found = violations(run(g, P.bucket_default_encryption_is_kms, {"exemptBuckets": []}))
+    assert run(g, bucket_default_encryption_is_kms).diagnostics == []
+    found = violations(run(g, bucket_default_encryption_is_kms, {"exemptBuckets": []}))
     assert sorted(v.resource_name for v in found) == ["demo-demo", "demo-demo-versioned"]
     assert all("has no default encryption configuration in this stack" in v.message for v in found)
     # Exempt by their generated names: known after `pulumi up` only.
     assert_passes_once_known(
-        run(g, P.bucket_default_encryption_is_kms, {"exemptBuckets": ["s3-prefix-keys-demo-*"]}), mode,
+        run(g, bucket_default_encryption_is_kms, {"exemptBuckets": ["s3-prefix-keys-demo-*"]}), mode,
         f"whether the bucket (generated name) is in exemptBuckets of {BUCKET} 'demo-demo', {BUCKET} 'demo-demo-versioned'",
     )
 
@@ -1101,7 +1114,7 @@ def test_default_encryption_rules_built_from_unknown_values_are_deferred(graphs)
     g = graphs("tenant", "first-preview")
     sse = one(g, SSE, TENANT)
     g.set_property(sse, "rules", UNKNOWN, deps=[one(g, KEY, "enforcer-alerts-key").urn])
-    report = run(g, P.bucket_default_encryption_is_kms)
+    report = run(g, bucket_default_encryption_is_kms)
     assert violations(report) == []
     assert f"default encryption rules of {SSE} '{sse.name}'" in deferred(report)
 
@@ -1141,7 +1154,7 @@ BREAKERS = {
 
 
 def test_every_mandatory_policy_has_a_first_preview_case():
-    mandatory = {p.name for p in P.POLICIES if p.enforcement_level == EnforcementLevel.MANDATORY}
+    mandatory = {p.name for p in POLICIES if p.enforcement_level == EnforcementLevel.MANDATORY}
     assert mandatory == set(BREAKERS)
 
 
@@ -1152,7 +1165,7 @@ def test_mandatory_policy_fires_at_first_preview(graphs, name):
     assert enforcer_queue(g).outputs["arn"] is UNKNOWN
     assert all(i.inputs["item"] is UNKNOWN for i in items_of(g, "demo_demo"))
     BREAKERS[name](g)
-    report = check.analyze(g, check.load_policy_config(check.DEFAULT_CONFIG))
+    report = check.analyze(g, policy_config.load_policy_config(check.DEFAULT_CONFIG))
     assert {d.policy for d in report.mandatory} == {name}
     assert report.exit_code == 1
 
@@ -1162,7 +1175,7 @@ def test_mandatory_policy_fires_at_first_preview(graphs, name):
 
 
 def test_marshal_mirrors_the_engine_numbers_and_unknowns():
-    props = check.marshal({"timeout": 120, "arn": UNKNOWN, "nested": {"list": [1, UNKNOWN]}, "gone": None})
+    props = engine_marshalling.marshal({"timeout": 120, "arn": UNKNOWN, "nested": {"list": [1, UNKNOWN]}, "gone": None})
     assert props["timeout"] == 120.0 and isinstance(props["timeout"], float)
     assert "gone" not in props
     with pytest.raises(UnknownValueError) as err:
@@ -1171,7 +1184,7 @@ def test_marshal_mirrors_the_engine_numbers_and_unknowns():
     with pytest.raises(UnknownValueError) as err:
         props["nested"]["list"][1]
     assert err.value.message == "string value at .nested.list.1 can't be known during preview"
-    assert P.value(props, "arn") is P.UNKNOWN and P.value(props, "missing", 7) == 7
+    assert G.value(props, "arn") is G.UNKNOWN and G.value(props, "missing", 7) == 7
 
 
 def test_a_policy_reading_an_unknown_is_skipped_like_pulumi_policy_does(graphs):
@@ -1204,25 +1217,25 @@ def test_first_preview_reports_unset_provider_computed_inputs_as_unknown(graphs)
     demo = one(g, BUCKET, "demo-demo")
     assert demo.outputs["serverSideEncryptionConfiguration"] is UNKNOWN
     assert demo.outputs["bucket"] is UNKNOWN  # generated from bucketPrefix by the provider
-    assert set(check.PREVIEW_UNKNOWN_WHEN_UNSET[QUEUE]) >= {"redrivePolicy", "policy"}
+    assert set(engine_marshalling.PREVIEW_UNKNOWN_WHEN_UNSET[QUEUE]) >= {"redrivePolicy", "policy"}
     up = one(graphs("dev", "up"), QUEUE, "enforcer-dlq")
     assert "redrivePolicy" not in up.outputs and "policy" not in up.outputs
     # The engine sends property dependencies only for properties that have some.
-    sent = next(r for r in check.analyze_stack_request(g).resources if r.urn == dlq.urn)
+    sent = next(r for r in engine_marshalling.analyze_stack_request(g).resources if r.urn == dlq.urn)
     assert dlq.property_dependencies["sqsManagedSseEnabled"] == []
     assert "sqsManagedSseEnabled" not in sent.propertyDependencies
 
 
 def test_stack_resources_carry_parents_dependencies_and_providers(graphs):
     g = graphs("dev", "first-preview")
-    resources = {r.urn: r for r in check.stack_resources(g)}
+    resources = {r.urn: r for r in engine_marshalling.stack_resources(g)}
     n = resources[demo_notification(g).urn]
     # URNs as the engine makes them: the ancestor types below the root stack.
     assert n.urn == ("urn:pulumi:dev::s3-prefix-keys::s3-prefix-keys:index:BucketIntegration"
                      "$aws:s3/bucketNotification:BucketNotification::demo_demo-notification")
     assert one(g, BUCKET, "demo-demo").urn == (
         "urn:pulumi:dev::s3-prefix-keys::s3-prefix-keys:index:DemoBucket$aws:s3/bucket:Bucket::demo-demo")
-    assert n.parent.resource_type == P.INTEGRATION
+    assert n.parent.resource_type == G.INTEGRATION
     assert [d.resource_type for d in n.property_dependencies["queues"]] == [QUEUE]
     assert [d.resource_type for d in n.property_dependencies["bucket"]] == [BUCKET]
     assert n.provider.resource_type == "pulumi:providers:aws" and n.provider.props["region"] == REGION
@@ -1231,12 +1244,12 @@ def test_stack_resources_carry_parents_dependencies_and_providers(graphs):
 
 
 def test_policy_config_levels_all_and_errors():
-    settings = check.resolve_policy_config({"all": "advisory", "key-mapping-valid": "disabled"})
+    settings = policy_config.resolve_policy_config({"all": "advisory", "key-mapping-valid": "disabled"})
     assert settings["bucket-has-key-mapping"].level == EnforcementLevel.ADVISORY
     assert settings["key-mapping-valid"].level == EnforcementLevel.DISABLED
     assert settings["enforcer-delivery-is-resilient"].properties == {"minMaxReceiveCount": 2, "visibilityMultiplier": 6}
-    with pytest.raises(check.PolicyConfigError) as err:
-        check.resolve_policy_config({
+    with pytest.raises(policy_config.PolicyConfigError) as err:
+        policy_config.resolve_policy_config({
             "bucket-has-key-mapping": {"exemptBucket": ["x"]},
             "enforcer-delivery-is-resilient": {"minMaxReceiveCount": 1, "visibilityMultiplier": "6"},
             "no-such-policy": "mandatory",
@@ -1253,9 +1266,9 @@ def test_policy_config_levels_all_and_errors():
 def test_disabled_policy_does_not_run_and_levels_apply(graphs):
     g = graphs("dev", "up")
     add_unmapped_bucket(g)
-    assert check.analyze(g, {"bucket-has-key-mapping": "disabled"}, policies=[P.bucket_has_key_mapping]).diagnostics == []
+    assert check.analyze(g, {"bucket-has-key-mapping": "disabled"}, policies=[bucket_has_key_mapping]).diagnostics == []
     advisory = check.analyze(g, {"bucket-has-key-mapping": {"enforcementLevel": "advisory"}},
-                             policies=[P.bucket_has_key_mapping])
+                             policies=[bucket_has_key_mapping])
     assert [d.level for d in advisory.diagnostics] == ["advisory"] and advisory.exit_code == 0
 
 
@@ -1291,14 +1304,14 @@ def replication_rule(prefix: str, *, sse_kms: str | None = "Enabled", replica_ke
 def test_the_pack_knows_the_replication_token():
     import pulumi_aws
 
-    assert pulumi_aws.s3.BucketReplicationConfig.pulumi_type == P.REPLICATION_CONFIG == REPLICATION
+    assert pulumi_aws.s3.BucketReplicationConfig.pulumi_type == G.REPLICATION_CONFIG == REPLICATION
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_replicated_mapped_prefix_is_flagged_with_what_the_replica_gets(graphs, mode):
     g = graphs("tenant", mode)
     add_replication(g, [replication_rule("a/")])
-    (found,) = violations(run(g, P.replicated_prefix_rekeyed_by_copy))
+    (found,) = violations(run(g, replicated_prefix_rekeyed_by_copy))
     assert found.level == "advisory" and found.resource_type == REPLICATION
     assert "mapped prefix(es) 'a/'" in found.message and "re-keys such prefixes by copy" in found.message
     assert f"replica is encrypted under the rule's replica KMS key {REPLICA_KEY}" in found.message
@@ -1308,7 +1321,7 @@ def test_replicated_mapped_prefix_is_flagged_with_what_the_replica_gets(graphs, 
 def test_rule_not_replicating_sse_kms_objects_says_the_copy_is_not_replicated(graphs, sse_kms):
     g = graphs("tenant")
     add_replication(g, [replication_rule("", sse_kms=sse_kms)])  # every object: both prefixes
-    (found,) = violations(run(g, P.replicated_prefix_rekeyed_by_copy))
+    (found,) = violations(run(g, replicated_prefix_rekeyed_by_copy))
     assert "'a/', 'b/'" in found.message and "not replicated at all" in found.message
 
 
@@ -1316,12 +1329,12 @@ def test_replication_of_unmapped_prefixes_or_disabled_rules_is_quiet(graphs):
     g = graphs("tenant")
     disabled = {**replication_rule("b/"), "status": "Disabled"}
     add_replication(g, [replication_rule("logs/"), disabled])
-    assert run(g, P.replicated_prefix_rekeyed_by_copy).diagnostics == []
+    assert run(g, replicated_prefix_rekeyed_by_copy).diagnostics == []
 
 
 def test_unknown_replication_rules_defer(graphs):
     g = graphs("tenant", "first-preview")
     rc = add_replication(g, UNKNOWN)
-    report = run(g, P.replicated_prefix_rekeyed_by_copy)
+    report = run(g, replicated_prefix_rekeyed_by_copy)
     assert violations(report) == []
     assert f"the replication rules of {REPLICATION} '{rc.name}'" in deferred(report)

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from policypack import check
+from policypack.policies import POLICIES
+from policypack.policy_config import load_policy_config
 
 ROOT = Path(__file__).resolve().parent.parent
 # Importing pulumi_aws's deprecated resource classes warns; not ours to fix.
@@ -44,7 +46,7 @@ def test_dev_stack_passes(first_preview):
     out = result.stdout
     mode = "the first `pulumi preview` of a new stack" if first_preview else "after `pulumi up`"
     assert out.startswith(f"Offline policy check of s3-prefix-keys/dev as {mode}")
-    assert f"{len(check.POLICIES)} policies enabled" in out
+    assert f"{len(POLICIES)} policies enabled" in out
     assert "Policies:\n" in out and "s3-prefix-keys@v0.1.0 (local: policypack)" in out
     assert "[mandatory]" not in out
     if first_preview:
@@ -127,7 +129,7 @@ def test_invalid_policy_config_exits_2(tmp_path):
 def test_run_check_is_the_library_entry_point(tmp_path):
     report = check.run_check("dev", check.DEFAULT_CONFIG, first_preview=False)
     assert report.exit_code == 0 and report.diagnostics == []
-    assert report.levels == {p.name: (p.enforcement_level.value) for p in check.POLICIES}
+    assert report.levels == {p.name: (p.enforcement_level.value) for p in POLICIES}
     stricter = write_config(tmp_path, {"all": "disabled", "enforcer-delivery-is-resilient": {
         "enforcementLevel": "mandatory", "visibilityMultiplier": 8}})
     report = check.run_check("dev", stricter, first_preview=True)
@@ -146,7 +148,7 @@ def test_prod_example_meets_every_mandatory_policy(tmp_path, first_preview):
     # one on EventBridge with default encryption, whose notification configuration is
     # another tool's: the CI policy config says so. The strict one keeps SSE-S3 as its
     # default, which the advisory policy points out.
-    policy_config = check.load_policy_config(check.DEFAULT_CONFIG)
+    policy_config = load_policy_config(check.DEFAULT_CONFIG)
     policy_config["bucket-notification-routes-to-enforcer"]["externalNotificationBuckets"] = [EXTERNAL]
     config = write_config(tmp_path, policy_config)
     report = check.run_check("prod", config, first_preview, stack_file=PROD_EXAMPLE)

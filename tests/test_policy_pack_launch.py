@@ -3,7 +3,8 @@
 The pack runs as its own process, from the argv, working directory and environment of
 ``policypack.launch`` (the CLI's RunPlugin for a Python pack), and answers the calls the
 engine makes through pulumi's own analyzer stubs. Its answers for the dev stack's
-graph must be the offline run's (``policypack.check``), which marshals the requests.
+graph must be the offline run's (``policypack.check``), whose requests
+``policypack.engine_marshalling`` builds.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from google.protobuf import empty_pb2, json_format
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
 from policypack import check, launch
+from policypack.engine_marshalling import (
+    analyze_requests,
+    analyze_stack_request,
+    analyzer,
+    configure_request,
+)
 from policypack.policies import PACK_NAME, POLICIES
+from policypack.policy_config import load_policy_config, resolve_policy_config
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pulumi_aws")
@@ -77,22 +85,6 @@ def pack(tmp_path_factory):
         proc.stdout.close()
 
 
-def _configure_request(monkeypatch, settings) -> analyzer_pb2.ConfigureAnalyzerRequest:
-    """The ``Configure`` request the offline run builds from ``settings`` (check.analyzer's own)."""
-    captured = []
-
-    class Capturing(check._PolicyAnalyzerServicer):
-        def Configure(self, request, context):
-            captured.append(request)
-            return super().Configure(request, context)
-
-    monkeypatch.setattr(check, "_PolicyAnalyzerServicer", Capturing)
-    check.analyzer(POLICIES, settings)
-    monkeypatch.undo()
-    (request,) = captured
-    return request
-
-
 def _as_dict(message) -> dict:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
@@ -123,21 +115,22 @@ STRICT = {"enforcer-delivery-is-resilient": {"visibilityMultiplier": 8}}
 @pytest.mark.parametrize("first_preview, policy_config", [
     (False, "config.json"), (True, "config.json"), (False, STRICT),
 ], ids=["up", "first-preview", "mandatory-violation"])
-def test_analyze_over_grpc_answers_as_the_offline_run(pack, monkeypatch, first_preview, policy_config):
+def test_analyze_over_grpc_answers_as_the_offline_run(pack, first_preview, policy_config):
     stub = pack.stub
     if policy_config == "config.json":
-        policy_config = check.load_policy_config(check.DEFAULT_CONFIG)
-    settings = check.resolve_policy_config(policy_config)
-    stub.Configure(_configure_request(monkeypatch, settings))
+        policy_config = load_policy_config(check.DEFAULT_CONFIG)
+    settings = resolve_policy_config(policy_config)
+    # The request the offline analyzer configures itself with (engine_marshalling.analyzer).
+    stub.Configure(configure_request(settings))
     graph = check.program_graph(check.stack_config(STACK), stack=STACK, first_preview=first_preview)
-    offline = check.analyzer(POLICIES, settings)
+    offline = analyzer(POLICIES, settings)
 
     over_grpc = []
-    for request in check.analyze_requests(graph):
+    for request in analyze_requests(graph):
         response = stub.Analyze(request)
         assert _as_dict(response) == _as_dict(offline.Analyze(request, None)), request.urn
         over_grpc.extend(response.diagnostics)
-    stack_request = check.analyze_stack_request(graph)
+    stack_request = analyze_stack_request(graph)
     response = stub.AnalyzeStack(stack_request)
     assert _as_dict(response) == _as_dict(offline.AnalyzeStack(stack_request, None))
     over_grpc.extend(response.diagnostics)
