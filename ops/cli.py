@@ -114,7 +114,9 @@ def sandbox(
 ) -> None:
     """Run the whole product locally: moto (patched) on 127.0.0.1:PORT, the stack provisioned from
     Pulumi.<stack>.yaml, and the enforcer fed by an SQS poller that behaves like Lambda's."""
-    from ops.sandbox import Sandbox, SandboxError, run_seed
+    from ops.sandbox.emulator import SandboxError
+    from ops.sandbox.lifecycle import Sandbox
+    from ops.sandbox.seed import run_seed
 
     out = console()
     box = Sandbox(stack=stack, port=port, console=out)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from components.config import DEMO, load_stack_file, notification_prefixes, stack_file
 from ops import sandbox as sb
 from ops.cli import app
+from ops.sandbox import lifecycle, seed
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b"tenant data \x00\xff"
@@ -250,7 +251,7 @@ def test_seed_scenario_exits_1_through_the_cli_when_a_result_is_wrong(monkeypatc
         })
         return real_run_seed(box, **kwargs)
 
-    monkeypatch.setattr(sb, "run_seed", run_seed_without_one_row)
+    monkeypatch.setattr(seed, "run_seed", run_seed_without_one_row)
     result = CliRunner().invoke(app, ["sandbox", "--scenario", "seed", "--port", str(sb.free_port())])
     assert result.exit_code == 1, result.output
     assert "FAIL" in result.output and "PASS seed scenario" not in result.output
@@ -323,7 +324,7 @@ def test_invalid_stack_file_exits_2_naming_the_path(tmp_path, monkeypatch):
     root.mkdir()
     shutil.copy(ROOT / "Pulumi.yaml", root)
     write_stack(root, "dev", maxReceiveCount=1)
-    monkeypatch.setattr(sb, "stack_file", lambda stack, _root=None: root / f"Pulumi.{stack}.yaml")
+    monkeypatch.setattr(lifecycle, "stack_file", lambda stack, _root=None: root / f"Pulumi.{stack}.yaml")
     result = CliRunner().invoke(app, ["sandbox", "--port", str(sb.free_port())])
     assert result.exit_code == 2
     assert "s3-prefix-keys:maxReceiveCount" in result.output
