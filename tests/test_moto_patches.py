@@ -1,7 +1,8 @@
 """ops.moto_patches: every patch restores real-S3 behaviour, and every gap is still in moto.
 
 ``test_gapN_*`` tests run against unpatched moto and assert the gap is still there; each
-fails when moto fixes it upstream - then delete patch N (see the table in the module).
+fails when moto fixes it upstream - then delete patch N (see the table in
+``ops/moto_patches/registry.py``).
 """
 
 from __future__ import annotations
@@ -842,6 +843,73 @@ def test_gap10_head_null_version_of_unversioned_bucket(aws, unpatched):
     with pytest.raises(ClientError) as refused:
         aws.s3.head_object(Bucket=b, Key="k", VersionId="null")
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+# ----------------------------------------------------------------------------- 11 GetBucketReplication
+
+
+def _replication(aws, source="repl-src") -> dict[str, Any]:
+    """A V2 configuration with each kind of filter, the SSE-KMS criteria and ExistingObjectReplication."""
+    for name in (source, "repl-dst"):
+        aws.bucket(name, versioned=True)
+    dest = {"Bucket": "arn:aws:s3:::repl-dst"}
+    off = {"Status": "Disabled"}
+    return {
+        "Role": "arn:aws:iam::123456789012:role/replication",
+        "Rules": [
+            {"ID": "kms", "Priority": 1, "Status": "Enabled", "Filter": {"Prefix": "tenant-a/"},
+             "DeleteMarkerReplication": {"Status": "Enabled"},
+             "SourceSelectionCriteria": {"SseKmsEncryptedObjects": {"Status": "Enabled"}},
+             "ExistingObjectReplication": {"Status": "Enabled"},
+             "Destination": {**dest, "EncryptionConfiguration": {"ReplicaKmsKeyID": aws.key_arn}}},
+            {"ID": "one-tag", "Priority": 2, "Status": "Enabled", "Filter": {"Tag": {"Key": "k", "Value": "v"}},
+             "DeleteMarkerReplication": off, "Destination": dest},
+            {"ID": "prefix-and-tag", "Priority": 3, "Status": "Enabled",
+             "Filter": {"And": {"Prefix": "tenant-b/", "Tags": [{"Key": "k", "Value": "v"}]}},
+             "DeleteMarkerReplication": off, "Destination": dest},
+            {"ID": "two-tags", "Priority": 4, "Status": "Disabled",
+             "Filter": {"And": {"Tags": [{"Key": "a", "Value": "1"}, {"Key": "b", "Value": "2"}]}},
+             "DeleteMarkerReplication": off, "Destination": dest},
+            {"ID": "everything", "Priority": 5, "Status": "Enabled", "Filter": {},
+             "DeleteMarkerReplication": off, "Destination": dest},
+        ],
+    }
+
+
+def test_get_bucket_replication_answers_the_configuration_as_put(aws):
+    from enforcer.replication import rules_covering
+
+    config = _replication(aws)
+    with pytest.raises(ClientError) as none:
+        aws.s3.get_bucket_replication(Bucket="repl-src")
+    assert error(none)[:2] == (404, "ReplicationConfigurationNotFoundError")
+    aws.s3.put_bucket_replication(Bucket="repl-src", ReplicationConfiguration=config)
+    answer = aws.s3.get_bucket_replication(Bucket="repl-src")["ReplicationConfiguration"]
+    assert answer == config
+    # What the engine reads from it: only the rules whose filter covers the key, with their criteria.
+    covering = {rule.rule_id: rule for rule in rules_covering(answer, "tenant-a/x")}
+    assert set(covering) == {"kms", "one-tag", "everything"}
+    assert covering["kms"].sse_kms_selected and covering["kms"].replica_kms_key_id == aws.key_arn
+    assert covering["one-tag"].tag_filtered and not covering["everything"].tag_filtered
+
+
+def test_get_bucket_replication_keeps_a_v1_rule_prefix(aws):
+    # V1 rules carry Prefix on the rule itself and no Filter (API_ReplicationRule).
+    _replication(aws)
+    v1 = {"Role": "arn:aws:iam::123456789012:role/replication",
+          "Rules": [{"ID": "v1", "Prefix": "old/", "Status": "Enabled",
+                     "Destination": {"Bucket": "arn:aws:s3:::repl-dst"}}]}
+    aws.s3.put_bucket_replication(Bucket="repl-src", ReplicationConfiguration=v1)
+    rule = aws.s3.get_bucket_replication(Bucket="repl-src")["ReplicationConfiguration"]["Rules"][0]
+    assert rule["Prefix"] == "old/" and "Filter" not in rule
+
+
+def test_gap11_replication_rules_lose_filter_and_criteria(aws, unpatched):
+    """Fails when moto fixes this upstream; then delete patch 11."""
+    aws.s3.put_bucket_replication(Bucket="repl-src", ReplicationConfiguration=_replication(aws))
+    rules = aws.s3.get_bucket_replication(Bucket="repl-src")["ReplicationConfiguration"]["Rules"]
+    assert all(rule["Filter"] == {"Prefix": ""} for rule in rules)  # every key, for every rule
+    assert not any("SourceSelectionCriteria" in rule for rule in rules)
 
 
 # ----------------------------------------------------------------------------- server mode
