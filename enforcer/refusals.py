@@ -48,7 +48,7 @@ def classify(code: str, message: str, state: ObjectState | None) -> UpdateRefuse
     the call is refused for objects under an Object Lock retention mode or legal hold, for
     a key another account owns (unless AWS Support enabled the organization's keys), and
     for unencrypted, DSSE-KMS and SSE-C sources (InvalidRequest). The messages matched
-    here are S3's (ops/moto_patches.py reproduces them).
+    here are S3's (ops/moto_patches/ reproduces them).
     """
     message = message or ""
     detail = f"{code}: {message}" if message and message != code else code

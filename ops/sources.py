@@ -170,7 +170,7 @@ def list_objects(s3, bucket: str, prefixes: Iterable[str | None], versions: bool
                         if version == "null" and v.get("IsLatest", True):
                             # The current object is the null version: HEAD it without a version
                             # id, the same object, which S3-compatible stores that lack
-                            # versionId=null (moto, until ops/moto_patches.py patch 10) accept too.
+                            # versionId=null (moto, until ops/moto_patches/objects.py, patch 10) accept too.
                             version = None
                         yield Listed(
                             ObjectRef(bucket, v["Key"], version_id=version, delivery="backfill"),

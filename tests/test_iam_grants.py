@@ -58,8 +58,8 @@ ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 # The services whose clients the engine and the ops CLI create.
 SCANNED_SERVICES = ("s3", "s3control", "kms", "dynamodb", "sqs", "sns", "sts")
 # ops modules that never reach AWS: the moto sandbox, moto's patches, the local Lambda
-# shim. Every other ops module is scanned, new ones included.
-LOCAL_OPS = {"sandbox.py", "moto_patches.py", "lambda_runtime.py"}
+# shim. Every other ops module is scanned, new ones and new packages included.
+LOCAL_OPS = {"ops/sandbox", "ops/moto_patches", "ops/lambda_runtime.py"}
 
 
 def test_the_authorization_data_is_the_pinned_packages():
@@ -327,7 +327,11 @@ def engine_calls() -> dict[tuple[str, str] | str, list[str]]:
 
 
 def ops_calls() -> dict[tuple[str, str] | str, list[str]]:
-    return _calls(sorted(p for p in (ROOT / "ops").glob("*.py") if p.name not in LOCAL_OPS))
+    def local(p: Path) -> bool:
+        rel = p.relative_to(ROOT).as_posix()
+        return any(rel == x or rel.startswith(x + "/") for x in LOCAL_OPS)
+
+    return _calls(sorted(p for p in (ROOT / "ops").rglob("*.py") if not local(p)))
 
 
 def _calls(paths: list[Path]) -> dict[tuple[str, str] | str, list[str]]:
