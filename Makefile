@@ -5,13 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: help setup test demo sandbox bench lint constraints clean system-deps
+.PHONY: help setup test demo sandbox bench lint mutation constraints clean system-deps
 
 help:
 	@echo "make demo   - run the seed scenario end to end on the embedded emulator (no AWS account)"
 	@echo "make test   - set up .venv and run the whole test suite"
 	@echo "make bench  - print the benchmark figures (enforcer and backfill)"
 	@echo "make lint   - ruff"
+	@echo "make mutation - mutmut over enforcer/decision.py and enforcer/rekey.py with their fast tests (not in make test)"
 
 # The only OS-level need is a Python with venv and pip. Debian splits venv into its
 # own package, so install it when it is missing (as root, or via sudo).
@@ -45,6 +46,19 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# mutmut's settings are in pyproject.toml [tool.mutmut]. A fresh mutants/ each run: mutmut
+# skips copying files it already has, so an old copy would test old sources. The score is
+# mutmut's (killed + timeout over all mutants); "no fast test" mutants count against it.
+mutation: $(STAMP)
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2
+	@$(BIN)/mutmut results --all true | awk -F': ' ' \
+	  { split($$1, name, "."); f = "enforcer/" name[2] ".py"; total[f]++ } \
+	  $$2 == "killed" || $$2 == "timeout" { killed[f]++ } \
+	  $$2 == "no tests" { untested[f]++ } \
+	  END { for (f in total) printf "%s: %d of %d mutants killed (%.1f%%), %d with no fast test\n", \
+	        f, killed[f], total[f], 100 * killed[f] / total[f], untested[f] }' | sort
 
 constraints: $(STAMP)
 	( echo "# Full transitive pin set (pip freeze of a venv built from requirements-dev.txt)."; \
