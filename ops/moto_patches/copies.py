@@ -1,5 +1,6 @@
 """S3 copy and multipart patches: CopySourceIfMatch (2), default encryption of copies and
-uploads (4), destination conditions and the commit hook's place (6), copy fidelity (7), SSE-C sources (8)."""
+uploads (4), destination conditions and the commit hook's place (6), copy fidelity (7), SSE-C sources (8),
+the default ACL of a multipart upload (12)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from moto.s3.exceptions import LockNotEnabled, MissingKey, PreconditionFailed
-from moto.s3.models import FakeKey, S3Backend
+from moto.s3.models import FakeKey, S3Backend, get_canned_acl
 from moto.s3.responses import S3Response
 
 from enforcer.decision import same_etag
@@ -100,6 +101,11 @@ def _create_multipart_upload(original: Callable[..., Any]) -> Callable[..., Any]
             sse_encryption = algorithm or "AES256"
             kms_key_id = kms_key_id or default_key
             bucket_key = bucket_key or default_bucket_key
+        if acl is None:
+            # Patch 12: "By default, all objects are private. Only the owner has full access control."
+            # (API_CreateMultipartUpload, x-amz-acl). moto keeps None and CompleteMultipartUpload puts
+            # it on the object, so its GetObjectAcl answers 500 ('NoneType' object has no attribute 'grants').
+            acl = get_canned_acl("private")
         multipart = original(self, bucket_name, key_name, metadata, storage_type, tags, acl,
                              sse_encryption, kms_key_id)
         lock = (None, None, None)

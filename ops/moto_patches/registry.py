@@ -83,6 +83,13 @@ and the patch should be deleted.
       Filter {"Prefix": ""} and DeleteMarkerReplication Disabled,
       and drops the rest, so the engine would see every rule cover
       every key and no rule replicate SSE-KMS objects.
+12    The default object ACL (API_CreateMultipartUpload, x-amz-acl:  test_gap12_multipart_object_has_no_acl
+      "By default, all objects are private. Only the owner has full
+      access control."): an object completed from a multipart upload
+      created without ACL headers answers GetObjectAcl with the
+      owner's FULL_CONTROL grant. moto 5.2.5 stores no ACL and
+      answers 500 ('NoneType' object has no attribute 'grants'),
+      which failed every copy-path re-key of a multipart object.
 ====  ===========================================================  ===========================================
 """
 
@@ -143,6 +150,8 @@ PATCHES: dict[int, tuple[str, tuple[str, ...]]] = {
          ("test_gap10_head_null_version_of_unversioned_bucket",)),
     11: ("API_GetBucketReplication, API_ReplicationRule (the configuration as it was put)",
          ("test_gap11_replication_rules_lose_filter_and_criteria",)),
+    12: ("API_CreateMultipartUpload (x-amz-acl: by default all objects are private)",
+         ("test_gap12_multipart_object_has_no_acl",)),
 }
 
 _apply_lock = threading.Lock()  # guards apply/remove only; never held during a request
