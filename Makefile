@@ -4,11 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
+# `make demo PORT=4570`: the emulator's port; unset, the sandbox's own default (4566).
+PORT   ?=
+PORT_ARG := $(if $(PORT),--port $(PORT))
 
 .PHONY: help setup test demo sandbox bench lint mutation constraints clean system-deps
 
 help:
-	@echo "make demo   - run the seed scenario end to end on the embedded emulator (no AWS account)"
+	@echo "make demo   - run the seed scenario end to end on the embedded emulator (no AWS account; PORT=N for its port)"
 	@echo "make test   - set up .venv and run the whole test suite"
 	@echo "make bench  - print the benchmark figures (enforcer and backfill)"
 	@echo "make lint   - ruff"
@@ -35,10 +38,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m ops sandbox --scenario seed
+	$(BIN)/python -m ops sandbox --scenario seed $(PORT_ARG)
 
 sandbox: $(STAMP)
-	$(BIN)/python -m ops sandbox
+	$(BIN)/python -m ops sandbox $(PORT_ARG)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.enforcer

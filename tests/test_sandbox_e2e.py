@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -13,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import boto3
 import pytest
 
 from components.config import DEMO
@@ -152,3 +154,76 @@ def test_uploads_with_awscli_are_rekeyed_within_seconds(sandbox_process, tmp_pat
     assert "Sandbox stopped." in output
     for bucket, key in uploads:
         assert f"s3://{bucket}/{key}" in output  # the sandbox reported each object it re-keyed
+
+
+MIB = 1024 * 1024
+# API_UploadPart: every part but the last is at least 5 MiB; the last may be 1 byte. Two parts
+# is the smallest upload that is multipart in S3's own terms (the part-size rule applies).
+MULTIPART_PARTS = (b"m" * (5 * MIB), b"!")
+
+
+def _multipart_upload(s3, bucket: str, key: str) -> str:
+    created = s3.create_multipart_upload(Bucket=bucket, Key=key)
+    parts = [{"PartNumber": n, "ETag": s3.upload_part(Bucket=bucket, Key=key, UploadId=created["UploadId"],
+                                                      PartNumber=n, Body=body)["ETag"]}
+             for n, body in enumerate(MULTIPART_PARTS, start=1)]
+    done = s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=created["UploadId"],
+                                        MultipartUpload={"Parts": parts})
+    return done["ETag"]
+
+
+def test_multipart_uploads_are_rekeyed_in_every_mapped_prefix_type(sandbox_process):
+    """SSE-KMS and DSSE prefixes of the plain and the versioned demo bucket (issue 11: the DSSE
+    copy path read the multipart object's ACL, which moto answered with a 500 before patch 12)."""
+    exports = sandbox_process.exports()
+    s3 = boto3.client("s3", endpoint_url=exports["AWS_ENDPOINT_URL"], region_name=exports["AWS_DEFAULT_REGION"],
+                      aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"])
+    ddb = boto3.client("dynamodb", endpoint_url=exports["AWS_ENDPOINT_URL"],
+                       region_name=exports["AWS_DEFAULT_REGION"], aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
+                       aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"])
+    rows = ddb.scan(TableName=exports["MAPPING_TABLE_NAME"])["Items"]
+    targets = {(r["bucket_name"]["S"], r["prefix"]["S"]): (r["kms_key_arn"]["S"], r["dual_layer_encryption"]["BOOL"])
+               for r in rows}
+    prefix_types = {dsse: prefix for prefix, _, dsse in DEMO.prefixes}  # one SSE-KMS and one DSSE prefix
+    uploads = [(demo_bucket_name(name), prefix_types[dsse]) for name, _ in DEMO.buckets for dsse in (False, True)]
+    assert len(set(uploads)) == 4 and all(u in targets for u in uploads)
+
+    for bucket, prefix in uploads:
+        assert _multipart_upload(s3, bucket, f"{prefix}big.bin").endswith(f'-{len(MULTIPART_PARTS)}"')
+
+    body_sha = hashlib.sha256(b"".join(MULTIPART_PARTS)).hexdigest()
+    deadline = time.monotonic() + 30
+    for bucket, prefix in uploads:
+        key_arn, dsse = targets[(bucket, prefix)]
+        want = ["aws:kms:dsse" if dsse else "aws:kms", key_arn]
+        while (got := s3.head_object(Bucket=bucket, Key=f"{prefix}big.bin")) and \
+                [got.get("ServerSideEncryption"), got.get("SSEKMSKeyId")] != want and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert [got.get("ServerSideEncryption"), got.get("SSEKMSKeyId")] == want, (bucket, prefix)
+        body = s3.get_object(Bucket=bucket, Key=f"{prefix}big.bin")["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == body_sha, (bucket, prefix)
+
+    for bucket, prefix in uploads:  # the copy commits before the sandbox prints its outcome
+        reported = f"s3://{bucket}/{prefix}big.bin"
+        if reported not in "".join(sandbox_process.lines):
+            sandbox_process.wait_for(reported, timeout=10)
+    code = sandbox_process.stop()
+    output = "".join(sandbox_process.lines)
+    assert code == 0, output
+    assert "Traceback" not in output and "dead-letter" not in output.lower(), output
+
+
+@pytest.mark.parametrize("port", [None, 4570])
+def test_make_demo_and_sandbox_pass_port(port):
+    """`make demo PORT=N` / `make sandbox PORT=N` (a dry run: make prints the commands)."""
+    extra = [f"PORT={port}"] if port else []
+    done = subprocess.run(["make", "-n", "--always-make", "demo", "sandbox", *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    commands = [line.split() for line in done.stdout.splitlines() if "-m ops sandbox" in line]
+    assert len(commands) == 2 and any("--scenario" in c for c in commands)
+    for command in commands:
+        assert ("--port" in command) == bool(port)
+        if port:
+            assert command[command.index("--port") + 1] == str(port)
