@@ -14,6 +14,7 @@ from ops.backfill_render import render_jobs, render_status
 
 def show_status(aws: AwsTarget, console: Console, account_id: str | None, job_id: str | None, limit: int) -> None:
     s3control = aws.client("s3control")
+    batch_jobs.require_batch_operations_endpoint(s3control)
     account = account_id or aws.client("sts").get_caller_identity()["Account"]
     render_status(batch_jobs.job_statuses(s3control, aws.client("s3"), account, job_id), console, limit)
 
@@ -37,5 +38,7 @@ def hand_off(aws: AwsTarget, console: Console, bucket: str, mappings, dry_run: b
             "role permissions policy": batch_jobs.required_role_policy(planned, mappings, options),
         }))
         return
-    created = batch_jobs.create_jobs(aws.client("s3control"), planned)
+    s3control = aws.client("s3control")
+    batch_jobs.require_batch_operations_endpoint(s3control)
+    created = batch_jobs.create_jobs(s3control, planned)
     render_jobs(created, planned, skipped, console)

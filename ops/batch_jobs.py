@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import ipaddress
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -86,6 +87,31 @@ class SkippedJob:
     prefix: str
     operation: str
     reason: str
+
+
+def _is_local(endpoint_url: str) -> bool:
+    host = (urlparse(endpoint_url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def require_batch_operations_endpoint(s3control) -> None:
+    """Refuse the local sandbox (any loopback endpoint) before the first s3control call.
+
+    moto has no S3 Batch Operations jobs, and botocore's s3control model gives ListJobs,
+    DescribeJob and CreateJob the host prefix ``{AccountId}.`` (so the request would go to
+    ``http://123456789012.127.0.0.1:4566/...``, a host that does not resolve).
+    """
+    endpoint = s3control.meta.endpoint_url
+    if _is_local(endpoint):
+        raise InputError(
+            # one line within the 200 columns of a non-terminal console (ops/terminal.py)
+            f"S3 Batch Operations is not emulated by the sandbox ({endpoint}); instead run: "
+            f"python -m ops backfill --bucket BUCKET --mapping-table TABLE --endpoint-url {endpoint}")
 
 
 def s3_arn(bucket: str, partition: str = "aws") -> str:

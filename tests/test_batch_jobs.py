@@ -446,3 +446,37 @@ def test_command_without_role_exits_2(stubbed_cli):
     result = run("--bucket", BUCKET, "--mapping-table", "mapping", "--batch-operations", "--function-arn", FUNCTION,
                  "--report-bucket", "ops-reports")
     assert result.exit_code == 2 and "--role-arn is required" in result.stderr
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:4610", "http://localhost:4566", "http://[::1]:4566"])
+@pytest.mark.parametrize("args", [
+    ("--status",),
+    ("--bucket", BUCKET, "--mapping-table", "mapping", "--batch-operations", "--function-arn", FUNCTION,
+     "--role-arn", ROLE, "--report-bucket", "ops-reports"),
+])
+def test_command_against_the_local_sandbox_says_batch_operations_is_not_emulated(world, monkeypatch, tmp_path,
+                                                                                 endpoint, args):
+    monkeypatch.chdir(tmp_path)
+    world.map(BUCKET, "a/", world.key("k1"))
+    calls = []
+    monkeypatch.setattr(batch_jobs, "create_jobs", lambda *a: calls.append(a))
+    monkeypatch.setattr(batch_jobs, "job_statuses", lambda *a, **k: calls.append(a))
+    real = aws.Target.client
+    # Everything but s3control on moto, so the command gets as far as the s3control client.
+    monkeypatch.setattr(aws.Target, "client", lambda self, service, **kw: real(
+        aws.Target(None if service != "s3control" else endpoint, self.region), service, **kw))
+    app = typer.Typer()
+    app.command()(backfill_command)
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(app, [*args, "--endpoint-url", endpoint])
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert "\n" not in message and "not emulated" in message
+    assert f"python -m ops backfill --bucket BUCKET --mapping-table TABLE --endpoint-url {endpoint}" in message
+    assert not calls
+
+
+@pytest.mark.parametrize("endpoint", [None, "https://s3-control.eu-west-1.amazonaws.com", "http://10.0.0.5:4566",
+                                      "http://127.example.com:4566"])
+def test_aws_and_remote_endpoints_are_not_taken_for_the_sandbox(endpoint):
+    client = boto3.client("s3control", region_name="eu-west-1", endpoint_url=endpoint)
+    batch_jobs.require_batch_operations_endpoint(client)  # no InputError
