@@ -30,14 +30,22 @@ def named_key(message: str) -> str | None:
     return found.group(0) if found else None
 
 
+_KMS_DENIAL_WORDING = ("kms:", "customer master key", "kms.accessdeniedexception")
+
+
 def is_kms_denial(code: str, message: str) -> bool:
     """A denial KMS made of a call S3 placed on the enforcer's behalf.
 
     S3 relays it either with KMS's own code prefixed (``KMS.AccessDeniedException``) or
-    as AccessDenied whose message names the KMS action (``... kms:Decrypt ...``). The
-    other-account message says "KMS key", never ``kms:``.
+    as AccessDenied whose message names the KMS action (``... kms:Decrypt ...``), or
+    KMS's own wording for a key the caller may not use ("The ciphertext refers to a
+    customer master key that does not exist, does not exist in this region, or you are
+    not allowed to access"). The other-account message says "KMS key", never ``kms:``.
     """
-    return code == "KMS.AccessDeniedException" or (code == "AccessDenied" and "kms:" in (message or "").lower())
+    text = (message or "").lower()
+    return code == "KMS.AccessDeniedException" or (
+        code == "AccessDenied" and any(m in text for m in _KMS_DENIAL_WORDING)
+    )
 
 
 def classify(code: str, message: str, state: ObjectState | None) -> UpdateRefused:

@@ -40,6 +40,9 @@ def state(**kw) -> ObjectState:
         ("AccessDenied", KeyNotOwnedByBucketOwner().message, {}, Refusal.OTHER_ACCOUNT_KEY),
         ("AccessDenied", KMS_MESSAGE, {}, Refusal.KMS_DENIED),
         ("KMS.AccessDeniedException", "denied", {}, Refusal.KMS_DENIED),
+        # KMS's own wording when the caller may not use a key (KMS Decrypt's AccessDenied).
+        ("AccessDenied", "The ciphertext refers to a customer master key that does not exist, does not "
+                         "exist in this region, or you are not allowed to access.", {}, Refusal.KMS_DENIED),
         # A bare AccessDenied: the lock state HEAD reported decides, a lapsed retention too.
         ("AccessDenied", "Access Denied", {"lock_mode": "GOVERNANCE",
                                            "lock_retain_until": datetime(2020, 1, 1, tzinfo=UTC)}, Refusal.OBJECT_LOCK),
@@ -48,7 +51,7 @@ def state(**kw) -> ObjectState:
         ("InvalidRequest", "DSSE-KMS source", {}, Refusal.UNSUPPORTED),
         ("NotImplemented", "not here", {}, Refusal.UNSUPPORTED),
     ],
-    ids=["lock-message", "other-account", "kms-message", "kms-code", "lapsed-retention", "legal-hold",
+    ids=["lock-message", "other-account", "kms-message", "kms-code", "kms-ciphertext", "lapsed-retention", "legal-hold",
          "bare-denial", "invalid-request", "not-implemented"],
 )
 def test_each_refusal_is_told_apart_by_message_and_lock_state(code, message, head, expected):
