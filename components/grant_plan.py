@@ -9,6 +9,9 @@ order (docs/deploy.md, "Grants at scale"):
    ``kms:EncryptionContext:aws:s3:arn`` that S3 sends);
 3. as 2, with S3 objects per bucket (``bucket/*``).
 
+Listing (``s3:ListBucket``) is on each mapped bucket at every rung; see
+``statement_groups``.
+
 Statements are cut into managed policies of at most 6,144 characters; a role may
 attach 10 of them by default (``components.quotas``).
 """
@@ -151,26 +154,13 @@ def statement_groups(inputs: GrantInputs, scope: Scope) -> list[tuple[Template, 
             atoms = [f"{inputs.bucket_arn(b)}/*" for b in buckets]
         groups.append((Template(sid, actions), atoms))
 
+    # Listing is on the whole bucket at every rung. Without ListBucket, HEAD of a missing
+    # object answers 403, not 404, and "gone" would read as "access denied"; and S3 does
+    # not document that the ListBucket check behind HeadObject carries s3:prefix, so a
+    # grant limited by s3:prefix may not count there (a key the request lacks fails
+    # StringLike). Listing reveals key names, never data.
     bucket_arns = [inputs.bucket_arn(b) for b in inputs.buckets]
-    if scope.objects == "prefix":
-        # Without ListBucket, HEAD of a missing object answers 403, not 404, and
-        # "gone" would read as "access denied". Listing is limited to the mapped
-        # prefixes, so a statement per bucket.
-        for i, b in enumerate(inputs.buckets):
-            groups.append(
-                (
-                    Template(
-                        f"ListMappedPrefixes{i}",
-                        (LIST_ACTION,),
-                        resources=(inputs.bucket_arn(b),),
-                        atom_condition=("StringLike", "s3:prefix"),
-                    ),
-                    [f"{iam_literal(p)}*" for p in sorted(b.prefixes)],
-                )
-            )
-        groups.append((Template("ReadBucketSettings", BUCKET_READ_ACTIONS), bucket_arns))
-    else:
-        groups.append((Template("ListAndReadBuckets", (LIST_ACTION, *BUCKET_READ_ACTIONS)), bucket_arns))
+    groups.append((Template("ListAndReadBuckets", (LIST_ACTION, *BUCKET_READ_ACTIONS)), bucket_arns))
 
     via_s3 = {"StringEquals": {VIA_SERVICE: f"s3.{inputs.region}.{inputs.dns_suffix}"}}
     if scope.keys == "keys":

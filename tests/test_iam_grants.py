@@ -457,14 +457,24 @@ def _values(value) -> list[str]:
 
 
 def conditions_hold(condition: dict[str, Any], context: dict[str, str]) -> bool:
-    """IAM's operators the grants use, on the keys the context gives. A key the context
-    does not give is not judged here (its applicability is test_every_statement_is_valid)."""
+    """IAM's operators the grants use, with IAM's rule for a key the request does not
+    carry: ``Null`` compares its absence, ``...IfExists`` and the negated operators hold,
+    every other operator fails ("IAM JSON policy elements: Condition operators",
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html).
+    So a grant whose condition needs a key S3 may not send (``s3:prefix`` on the
+    ListBucket check behind HeadObject's 404) is not counted as granting."""
     for operator, pairs in condition.items():
         base = operator.removesuffix("IfExists")
         for key, expected in pairs.items():
             actual = next((v for k, v in context.items() if k.lower() == key.lower()), None)
-            if actual is None:
+            if base == "Null":
+                if (actual is None) != (str(expected).lower() == "true"):
+                    return False
                 continue
+            if actual is None:
+                if operator.endswith("IfExists") or base.startswith(("StringNot", "ArnNot")):
+                    continue
+                return False
             values = _values(expected)
             if base in ("StringEquals", "ArnEquals"):
                 ok = actual in values

@@ -468,8 +468,8 @@ def test_bucket_grants_cover_exactly_the_mapped_prefixes_and_keys(graph_name, re
         for prefix, row in by_prefix.items():
             obj = f"arn:aws:s3:::{bucket}/{prefix}x/report.csv"
             assert {a for a in OBJECT_ACTIONS | {"s3:DeleteObjectVersion"} if allowed(grants, a, obj)} == OBJECT_ACTIONS | deletes
-            assert not allowed(grants, "s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": "unmapped/"})
-            assert allowed(grants, "s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": f"{prefix}x/report.csv"})
+            # Listing is bucket-wide: the ListBucket check behind HeadObject's 404 may carry no s3:prefix.
+            assert allowed(grants, "s3:ListBucket", f"arn:aws:s3:::{bucket}")
             key = row["kms_key_arn"]["S"]
             all_keys.add(key)
             assert all(allowed(grants, a, key, via_s3(region, bucket, f"{prefix}x")) for a in KEY_ACTIONS)

@@ -202,7 +202,7 @@ def _inputs(buckets: int, prefixes: int, name_length: int = 24) -> GrantInputs:
 
 @pytest.mark.parametrize(
     ("buckets", "prefixes", "scope"),
-    [(1, 10, LADDER[0]), (8, 10, LADDER[0]), (40, 10, LADDER[1]), (200, 10, LADDER[2])],
+    [(1, 10, LADDER[0]), (40, 10, LADDER[0]), (60, 10, LADDER[1]), (200, 10, LADDER[2])],
 )
 def test_the_finest_scope_that_fits_wins(buckets, prefixes, scope):
     plan = plan_grants(_inputs(buckets, prefixes))
