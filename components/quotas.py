@@ -44,6 +44,11 @@ IAM_INLINE_PER_ROLE = Quota("IAM inline policies per role, aggregate size", 10_2
 IAM_MANAGED_POLICY_SIZE = Quota("IAM managed policy size", 6_144, "characters", IAM_QUOTAS)
 IAM_MANAGED_PER_ROLE = Quota("IAM managed policies attached per role", 10, "policies", IAM_QUOTAS, adjustable_to=20)
 IAM_TRUST_POLICY = Quota("IAM role trust policy length", 2_048, "characters", IAM_QUOTAS, adjustable_to=4_096)
+# "Customer managed policies in an AWS account: 1,500" (adjustable to 5,000): shared
+# with everything else in the account, so only this stack's share can be measured.
+IAM_MANAGED_PER_ACCOUNT = Quota(
+    "IAM customer managed policies per account", 1_500, "policies", IAM_QUOTAS, adjustable_to=5_000
+)
 
 # SQS policy quotas: Bytes 8,192; Conditions 10; Principals 50; Statements 20;
 # Actions per statement 7. None is adjustable.
@@ -66,6 +71,14 @@ ESM_FILTER_PATTERN = Quota("Lambda event filter pattern length", 4_096, "charact
 
 # EventBridge: "Event pattern size: 2,048" characters per rule (adjustable to 4,096).
 EVENTBRIDGE_PATTERN = Quota("EventBridge event pattern size", 2_048, "characters", EVENTBRIDGE_QUOTAS, adjustable_to=4_096)
+# "Number of rules: 300 per event bus" (100 in af-south-1 and eu-south-1), adjustable.
+# One rule per eventbridge-mode bucket, all on the default bus, which other stacks share.
+EVENTBRIDGE_RULES = Quota("EventBridge rules per event bus", 300, "rules", EVENTBRIDGE_QUOTAS, adjustable_to=None)
+EVENTBRIDGE_RULES_SMALL_REGIONS = ("af-south-1", "eu-south-1")
+
+
+def eventbridge_rules_limit(region: str) -> int:
+    return 100 if region in EVENTBRIDGE_RULES_SMALL_REGIONS else EVENTBRIDGE_RULES.limit
 
 
 def compact_json(document: Any) -> str:

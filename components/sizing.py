@@ -20,7 +20,9 @@ from components.quotas import (
     ESM_FILTER_PATTERN,
     ESM_FILTERS,
     EVENTBRIDGE_PATTERN,
+    EVENTBRIDGE_RULES,
     IAM_INLINE_PER_ROLE,
+    IAM_MANAGED_PER_ACCOUNT,
     IAM_MANAGED_PER_ROLE,
     IAM_MANAGED_POLICY_SIZE,
     IAM_TRUST_POLICY,
@@ -35,6 +37,7 @@ from components.quotas import (
     compact_json,
     condition_count,
     environment_bytes,
+    eventbridge_rules_limit,
     iam_characters,
     max_actions_per_statement,
     policy_bytes,
@@ -254,6 +257,7 @@ def measure(config: StackConfig, targets: Sequence[Any] | None = None) -> Sizing
         sizing.usages.append(
             Usage(IAM_MANAGED_PER_ROLE, "enforcer role", len(plan.documents), limit=max_policies)
         )
+        sizing.usages.append(Usage(IAM_MANAGED_PER_ACCOUNT, "this stack's share", len(plan.documents)))
         for i, doc in enumerate(plan.documents):
             sizing.usages.append(Usage(IAM_MANAGED_POLICY_SIZE, f"enforcer grants policy {i}", iam_characters(doc)))
         if plan.coarsened:
@@ -299,6 +303,11 @@ def measure(config: StackConfig, targets: Sequence[Any] | None = None) -> Sizing
                 Usage(EVENTBRIDGE_PATTERN, f"rule {eventbridge_rule_name(t.logical_name)}", len(compact_json(pattern)))
             )
 
+    rules = sum(1 for t in targets if t.config.notification == "eventbridge")
+    sizing.usages.append(
+        Usage(EVENTBRIDGE_RULES, "default event bus (this stack's share)", rules, limit=eventbridge_rules_limit(region))
+    )
+
     # -- the function: its environment and its event source mapping's filters
     # AWS:<role unique id>:<function name>, each at its maximum.
     principal = f"AWS:{stand.of(Unknown(), ROLE_ID_MAX)}:{stand.of(Unknown(), FUNCTION_NAME_MAX)}"
@@ -324,6 +333,8 @@ def measure(config: StackConfig, targets: Sequence[Any] | None = None) -> Sizing
 def _fix(u: Usage) -> str:
     if u.quota is S3_BUCKET_POLICY_BYTES:
         return "fix: shorten policyStatements, or map fewer prefixes in strict mode"
+    if u.quota is EVENTBRIDGE_RULES:
+        return "fix: ask AWS to raise the rules per event bus, or use notification: sqs for some buckets"
     if u.quota is EVENTBRIDGE_PATTERN:
         return "fix: ask AWS to raise the event pattern size (up to 4,096) or map fewer, shorter prefixes on this bucket"
     return "fix: split the buckets over two stacks"

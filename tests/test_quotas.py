@@ -31,7 +31,9 @@ from components.quotas import (
     ESM_FILTER_PATTERN,
     ESM_FILTERS,
     EVENTBRIDGE_PATTERN,
+    EVENTBRIDGE_RULES,
     IAM_INLINE_PER_ROLE,
+    IAM_MANAGED_PER_ACCOUNT,
     IAM_MANAGED_PER_ROLE,
     IAM_MANAGED_POLICY_SIZE,
     IAM_TRUST_POLICY,
@@ -83,6 +85,8 @@ def quota_figures(graph: Graph) -> list[tuple[Any, str, int]]:
     out.append((IAM_MANAGED_PER_ROLE, "attached", len(attached)))
     for p in graph.by_type("aws:iam/policy:Policy"):
         out.append((IAM_MANAGED_POLICY_SIZE, p.name, iam_characters(p.json("policy"))))
+    out.append((IAM_MANAGED_PER_ACCOUNT, "this stack's share", len(graph.by_type("aws:iam/policy:Policy"))))
+    out.append((EVENTBRIDGE_RULES, "default bus", len(graph.by_type("aws:cloudwatch/eventRule:EventRule"))))
     queue_policy = graph.one("aws:sqs/queuePolicy:QueuePolicy", "enforcer-queue-policy").json("policy")
     out += [
         (SQS_POLICY_BYTES, "queue", policy_bytes(queue_policy)),
@@ -257,6 +261,16 @@ def test_config_validation_refuses_what_cannot_fit_before_any_resource():
     raw["s3-prefix-keys:iamManagedPoliciesPerRole"] = 20
     config = validate({k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("s3-prefix-keys:")}, raw["aws:region"])
     assert config.iam_managed_policies_per_role == 20
+
+
+def test_too_many_eventbridge_buckets_are_refused_with_the_regions_limit():
+    raw = platform_config(101, 1, region="eu-south-1")
+    for bucket in raw["s3-prefix-keys:buckets"].values():
+        bucket["notification"] = "eventbridge"
+    with pytest.raises(ConfigError) as info:
+        validate({k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("s3-prefix-keys:")}, "eu-south-1")
+    (problem,) = info.value.problems
+    assert "EventBridge rules per event bus" in problem and "101 / 100 rules" in problem and "fix:" in problem
 
 
 def test_stand_ins_are_unique_maximal_and_substituted():
