@@ -288,7 +288,8 @@ def _report_change(result: stack_config.ChangeResult, what: str) -> None:
     out.print(f"{what}; written via {via}:", highlight=False)
     for edit in result.edits:
         out.print(f"  {edit.command(result.stack)}", markup=False, highlight=False, soft_wrap=True)
-    out.print(f"Apply it with `python -m ops up --stack {result.stack}`.", highlight=False)
+    out.print(f"Apply it with `python -m ops up --stack {result.stack}`; a running `python -m ops sandbox "
+              f"--stack {result.stack}` applies it within a second (it watches {result.path.name}).", highlight=False)
 
 
 @mappings_app.command("add")

@@ -480,3 +480,11 @@ def test_sandbox_refuses_a_port_that_is_not_one(port):
 def test_sandbox_refuses_an_unknown_scenario():
     result = invoke("sandbox", "--scenario", "nope")
     assert result.exit_code == 2 and "seed" in result.output
+
+
+def test_mapping_changes_say_a_running_sandbox_of_the_stack_applies_them(project):
+    # The sandbox watches the stack file it was started on (ops/sandbox/reload.py).
+    result = invoke("mappings", "add", "--stack", "dev", "--bucket", "live-bucket", "--prefix", "t/", "--key", ARN_A)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "a running `python -m ops sandbox --stack dev` applies it within a second (it watches Pulumi.dev.yaml)" in said

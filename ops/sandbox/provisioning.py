@@ -218,52 +218,9 @@ def provision(endpoint_url: str, config: StackConfig, names: SandboxNames) -> Pr
 
     events = aws("events")
     for bucket, bucket_config in buckets.items():
-        s3.create_bucket(**_create_bucket_args(bucket, region))
-        if demo_buckets.get(bucket):
-            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        if bucket_config.default_kms_key_arn:
-            s3.put_bucket_encryption(
-                Bucket=bucket,
-                ServerSideEncryptionConfiguration={
-                    "Rules": [
-                        {
-                            "ApplyServerSideEncryptionByDefault": {
-                                "SSEAlgorithm": "aws:kms",
-                                "KMSMasterKeyID": bucket_config.default_kms_key_arn,
-                            },
-                            "BucketKeyEnabled": True,
-                        }
-                    ]
-                },
-            )
-        prefixes = notification_prefixes(bucket_config.prefixes)
-        if bucket_config.notification == "sqs":
-            s3.put_bucket_notification_configuration(
-                Bucket=bucket,
-                NotificationConfiguration={
-                    "QueueConfigurations": [
-                        {
-                            "Id": f"s3-prefix-keys-{i}",
-                            "QueueArn": queue_arn,
-                            "Events": OBJECT_CREATED_EVENTS,
-                            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
-                        }
-                        for i, prefix in enumerate(prefixes)
-                    ]
-                },
-            )
-        else:
-            s3.put_bucket_notification_configuration(
-                Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
-            )
-            rule = names.eventbridge_rule(bucket)
-            events.put_rule(Name=rule, EventPattern=json.dumps(eventbridge_rule_pattern(bucket, prefixes)))
-            events.put_targets(Rule=rule, Targets=[{"Id": "enforcer-queue", "Arn": queue_arn}])
-        if bucket_config.strict or bucket_config.policy_statements or bucket_config.block_sse_c:
-            notes.append(
-                f"{bucket}: strict mode, policyStatements and blockSseC are bucket policy/encryption "
-                "settings moto does not enforce; the sandbox leaves them out"
-            )
+        create_bucket(s3, bucket, bucket_config, region, versioned=demo_buckets.get(bucket, False))
+        put_notifications(s3, events, names, queue_arn, bucket, bucket_config)
+        notes += unenforced_notes(bucket, bucket_config)
 
     return Provisioned(
         endpoint_url=endpoint_url,
@@ -282,6 +239,82 @@ def provision(endpoint_url: str, config: StackConfig, names: SandboxNames) -> Pr
         rows=rows,
         notes=notes,
     )
+
+
+def create_bucket(s3, bucket: str, bucket_config: BucketConfig, region: str, versioned: bool = False) -> None:
+    """The bucket as the stack expects it to exist: versioning (demo) and default encryption."""
+    s3.create_bucket(**_create_bucket_args(bucket, region))
+    if versioned:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    put_default_encryption(s3, bucket, bucket_config)
+
+
+def put_default_encryption(s3, bucket: str, bucket_config: BucketConfig) -> None:
+    if not bucket_config.default_kms_key_arn:
+        return
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {
+                        "SSEAlgorithm": "aws:kms",
+                        "KMSMasterKeyID": bucket_config.default_kms_key_arn,
+                    },
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
+
+
+def put_notifications(s3, events, names: SandboxNames, queue_arn: str, bucket: str,
+                      bucket_config: BucketConfig) -> None:
+    """One route per mapped prefix (nested ones folded), to the queue or through EventBridge.
+
+    PutBucketNotificationConfiguration replaces the whole configuration, so calling this
+    again after a mapping change leaves exactly the new routes."""
+    prefixes = notification_prefixes(bucket_config.prefixes)
+    if bucket_config.notification == "sqs":
+        s3.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {
+                        "Id": f"s3-prefix-keys-{i}",
+                        "QueueArn": queue_arn,
+                        "Events": OBJECT_CREATED_EVENTS,
+                        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
+                    }
+                    for i, prefix in enumerate(prefixes)
+                ]
+            },
+        )
+    else:
+        s3.put_bucket_notification_configuration(
+            Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+        )
+        rule = names.eventbridge_rule(bucket)
+        events.put_rule(Name=rule, EventPattern=json.dumps(eventbridge_rule_pattern(bucket, prefixes)))
+        events.put_targets(Rule=rule, Targets=[{"Id": "enforcer-queue", "Arn": queue_arn}])
+
+
+def remove_notifications(s3, events, names: SandboxNames, bucket: str, notification: str) -> None:
+    """Undo :func:`put_notifications` (a bucket that left the stack, or changed its delivery)."""
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={})
+    if notification == "eventbridge":
+        rule = names.eventbridge_rule(bucket)
+        events.remove_targets(Rule=rule, Ids=["enforcer-queue"])
+        events.delete_rule(Name=rule)
+
+
+def unenforced_notes(bucket: str, bucket_config: BucketConfig) -> list[str]:
+    if bucket_config.strict or bucket_config.policy_statements or bucket_config.block_sse_c:
+        return [
+            f"{bucket}: strict mode, policyStatements and blockSseC are bucket policy/encryption "
+            "settings moto does not enforce; the sandbox leaves them out"
+        ]
+    return []
 
 
 def _queue_arn(sqs, url: str) -> str:
