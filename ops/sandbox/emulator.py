@@ -1,14 +1,28 @@
 """The emulator: moto's server on 127.0.0.1 with ``ops.moto_patches`` applied, its port
-checked first, and clients that talk to it with the sandbox's own credentials."""
+checked first, and clients that talk to it with the sandbox's own credentials.
+
+By default the server runs in a process of its own (:func:`serve`):
+moto is pure Python, so in the sandbox's process it would share one interpreter lock
+with the enforcer's pollers and their threads; apart, each has a core (the figures are
+in docs/ops.md, "The sandbox under load"). ``separate_process=False`` keeps it in this
+process, where tests can reach moto's backends and patches directly.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 import boto3
 
@@ -60,19 +74,34 @@ def _session(access_key: str, secret_key: str, token: str | None) -> boto3.sessi
     )
 
 
-def client(service: str, endpoint_url: str, region: str, credentials: Mapping[str, str] | None = None):
+def client(
+    service: str, endpoint_url: str, region: str, credentials: Mapping[str, str] | None = None, config=None
+):
     """A client of the emulator; explicit credentials, so a developer's real ones are never sent."""
     creds = credentials or UPLOADER_CREDENTIALS
     session = _session(creds["aws_access_key_id"], creds["aws_secret_access_key"], creds.get("aws_session_token"))
-    return session.client(service, endpoint_url=endpoint_url, region_name=region)
+    return session.client(service, endpoint_url=endpoint_url, region_name=region, config=config)
+
+
+# How long a fresh interpreter may take to import moto and answer (about 2 s here).
+SERVER_START_SECONDS = 60
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _reset(endpoint_url: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint_url}/moto-api/reset", method="POST"), timeout=10)
 
 
 @contextmanager
-def running(port: int) -> Iterator[str]:
+def running(port: int, separate_process: bool = True) -> Iterator[str]:
     """Patched moto on HOST:port with empty backends, for the ``with`` block; yields its URL.
 
-    On leaving, the server stops and moto's own behaviour is restored."""
+    On leaving, the server stops (and, in this process, moto's own behaviour is restored)."""
     check_port_free(port)
+    if separate_process:
+        with _server_process(port) as endpoint_url:
+            yield endpoint_url
+        return
     from moto.server import ThreadedMotoServer
 
     # werkzeug logs every request at INFO; the sandbox reports what matters itself.
@@ -84,7 +113,69 @@ def running(port: int) -> Iterator[str]:
         try:
             # Backends live in this process: another sandbox started here before (tests)
             # must not leave its buckets and tables behind.
-            urllib.request.urlopen(urllib.request.Request(f"{endpoint_url}/moto-api/reset", method="POST"))
+            _reset(endpoint_url)
             yield endpoint_url
         finally:
             server.stop()
+
+
+@contextmanager
+def _server_process(port: int) -> Iterator[str]:
+    endpoint_url = f"http://{HOST}:{port}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    # A session of its own: Ctrl-C reaches the sandbox, which stops its pollers first and
+    # then this server, so that no request in flight meets a dead server.
+    process = subprocess.Popen(
+        [sys.executable, "-c", f"from ops.sandbox.emulator import serve; serve({port}, parent={os.getpid()})"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            try:
+                _reset(endpoint_url)
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if process.poll() is not None:
+                    raise SandboxError(
+                        f"the emulator process exited with code {process.returncode} before serving port {port}; "
+                        "its error is printed above"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise SandboxError(f"the emulator did not answer on port {port} within {SERVER_START_SECONDS}s") from None
+                time.sleep(0.1)
+        yield endpoint_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _exit_with_parent(parent: int) -> None:
+    # Killed without cleanup (kill -9), the sandbox cannot stop its server: the server
+    # notices that it was re-parented and frees the port.
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+
+
+def serve(port: int, parent: int | None = None) -> None:
+    """The server process (``running`` starts it): patched moto on HOST:port until SIGTERM."""
+    import signal
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    moto_patches.apply()
+    server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
+    server.start()
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    if parent:
+        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    while not stopped.wait(1):
+        pass
+    server.stop()
