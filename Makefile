@@ -26,10 +26,15 @@ system-deps:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3-venv python3-pip; \
 	fi
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt | system-deps
+# After the pins, the project itself, editable, for the `s3pk` command: --no-deps (the
+# line before installs them) and no build isolation (the backend is the pinned
+# setuptools). The filtered message is setuptools' generic note on every editable install.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip==26.3
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	PYTHONWARNINGS="ignore:Editable installation." $(BIN)/python -m pip install -q \
+	  --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
