@@ -71,7 +71,7 @@ def test_a_mapping_added_and_removed_with_ops_mappings_reaches_the_running_sandb
     add(box, NEW_BUCKET, "b/")
     out = box.wait_for_output(f"notifications of {NEW_BUCKET}: notifications cover a/, b/ (sqs)")
     assert f"mapped s3://{NEW_BUCKET}/b/ -> {box.key_arn} (SSE-KMS, bucket key on)" in out
-    assert "mapping cache may serve a changed bucket's old rows for up to 60 s" in out  # a/x.txt filled it
+    assert "the enforcer picks up the changed rows within 1 s" in out  # a/x.txt filled it
     routes = box.s3.get_bucket_notification_configuration(Bucket=NEW_BUCKET)["QueueConfigurations"]
     assert sorted(r["Filter"]["Key"]["FilterRules"][0]["Value"] for r in routes) == ["a/", "b/"]
     assert box.sandbox.prov.notified(NEW_BUCKET, "b/late.txt")

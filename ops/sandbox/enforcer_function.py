@@ -11,6 +11,8 @@ from contextlib import contextmanager
 
 from ops.sandbox.provisioning import Provisioned
 
+SANDBOX_MAPPING_CACHE_SECONDS = 1
+
 
 def enforcer_environment(prov: Provisioned) -> dict[str, str]:
     """The function's environment: the program's variables plus the role's credentials."""
@@ -23,6 +25,9 @@ def enforcer_environment(prov: Provisioned) -> dict[str, str]:
         "OLD_VERSION_ACTION": config.old_version_action,
         "ENFORCER_PRINCIPAL_ID": prov.enforcer_principal,
         "REKEY_METHOD": "auto",
+        # The sandbox applies stack-file changes live (reload.py); the deployed function's
+        # 60 s cache (its rows change only at `pulumi up`) would hide a new prefix here.
+        "MAPPING_CACHE_SECONDS": str(SANDBOX_MAPPING_CACHE_SECONDS),
         "AWS_ENDPOINT_URL": prov.endpoint_url,
         "AWS_REGION": prov.region,
         "AWS_DEFAULT_REGION": prov.region,

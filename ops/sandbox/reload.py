@@ -30,6 +30,7 @@ from components.config import (
     load_stack_file,
     mapping_rows,
 )
+from ops.sandbox.enforcer_function import SANDBOX_MAPPING_CACHE_SECONDS
 from ops.sandbox.provisioning import (
     Provisioned,
     create_bucket,
@@ -121,9 +122,9 @@ def apply_changes(prov: Provisioned, config: StackConfig) -> list[str]:
     changes += [f"note: {note}" for bucket in sorted(created) for note in unenforced_notes(bucket, buckets[bucket])]
     if touched & prov.buckets.keys():
         # enforcer/mapping.py DynamoMappings: each execution environment caches a bucket's
-        # rows for MAPPING_CACHE_SECONDS (60 s), as the deployed function does.
-        changes.append("note: the enforcer's mapping cache may serve a changed bucket's old rows for up to 60 s "
-                       "(as in Lambda); for objects uploaded meanwhile run `python -m ops backfill`")
+        # rows for MAPPING_CACHE_SECONDS, 1 s in the sandbox (enforcer_function.py).
+        changes.append(f"note: the enforcer picks up the changed rows within {SANDBOX_MAPPING_CACHE_SECONDS} s; "
+                       "objects already uploaded under a new prefix need `python -m ops backfill`")
     restart = restart_fields(prov.config, config)
     if restart:
         changes.append(f"restart the sandbox to apply the other changes ({', '.join(restart)}): "
