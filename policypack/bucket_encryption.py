@@ -11,14 +11,13 @@ from pulumi_policy import (
     PolicyResource,
     ReportViolation,
     StackValidationArgs,
-    StackValidationPolicy,
 )
 
 from components.config import NAMESPACE
 from components.iam_conditions import Unsupported
 from components.strict_mode import rule_problems as strict_rule_problems
 from enforcer.arns import KeyArnProblem, check_key_arn
-from policypack.policy_run import _EXEMPT_SCHEMA, _config, _Run
+from policypack.policy_run import _EXEMPT_SCHEMA, DeferringStackPolicy, _config, _Run
 from policypack.stack_graph import (
     ESM,
     FUNCTION,
@@ -323,7 +322,7 @@ def validate_replicated_prefixes(args: StackValidationArgs, report: ReportViolat
     run.finish()
 
 
-strict_policy_matches_mapping = StackValidationPolicy(
+strict_policy_matches_mapping = DeferringStackPolicy(
     name="strict-policy-matches-mapping",
     description="Where strict mode is on, the bucket policy's deny statements cover exactly the mapped prefixes "
     "and their keys.",
@@ -333,7 +332,7 @@ strict_policy_matches_mapping = StackValidationPolicy(
     "key conditions in `policyStatements`.",
 )
 
-bucket_default_encryption_is_kms = StackValidationPolicy(
+bucket_default_encryption_is_kms = DeferringStackPolicy(
     name="bucket-default-encryption-is-kms",
     description="Mapped buckets default to SSE-KMS or DSSE-KMS with a customer managed key, so unmapped prefixes "
     "are not left on SSE-S3.",
@@ -344,7 +343,7 @@ bucket_default_encryption_is_kms = StackValidationPolicy(
     "configuration (SSE-KMS, bucket keys on).",
 )
 
-replicated_prefix_rekeyed_by_copy = StackValidationPolicy(
+replicated_prefix_rekeyed_by_copy = DeferringStackPolicy(
     name="replicated-prefix-rekeyed-by-copy",
     description="A mapped prefix that a replication rule in the stack covers is re-keyed by copy; says what the "
     "replica gets.",

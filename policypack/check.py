@@ -11,8 +11,10 @@ dependencies and provider), with the pack configured from ``config.json`` as the
 configures it. Values are marshalled the engine's way (a protobuf ``Struct``: numbers
 become doubles, unknowns pulumi-policy's sentinels), URNs are the engine's, and each
 resource has the default ``aws`` provider with the stack's ``aws:*`` config. So the
-enforcement levels, the skip of a policy that reads an unknown value (with its advisory
-"can't run policy ... during preview" note) and the messages are pulumi-policy's own.
+enforcement levels and the messages are pulumi-policy's own, and so are the deferred
+checks: ``preview-deferred-checks``'s advisory diagnostics (see ``policy_run``), or, for
+a policy that lets an unknown value reach pulumi-policy, its "can't run policy ... during
+preview" note.
 Violations are printed the way ``pulumi preview --policy-pack`` prints them; the exit
 status is 1 on any mandatory violation, 2 when the stack or policy configuration is
 invalid (or the program or a policy fails), 0 otherwise.
@@ -47,6 +49,7 @@ from pulumi_policy import (  # noqa: E402
 
 from components import mocks  # noqa: E402
 from components.config import ConfigError  # noqa: E402
+from policypack.deferred_checks import NAME as DEFERRED_CHECKS  # noqa: E402
 from policypack.engine_marshalling import (  # noqa: E402
     _LEVEL_FROM_PROTO,
     _SDK_PACK_VERSION,
@@ -58,6 +61,7 @@ from policypack.engine_marshalling import (  # noqa: E402
 )
 from policypack.policies import PACK_NAME, POLICIES  # noqa: E402
 from policypack.policy_config import PolicyConfigError, load_policy_config, resolve_policy_config  # noqa: E402
+from policypack.policy_run import DEFERRALS, deferral_lines  # noqa: E402
 
 PACK_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = PACK_DIR / "config.json"
@@ -89,6 +93,11 @@ class Diagnostic:
         """The diagnostic message as the analyzer sends it (description, then message)."""
         return self.description + (f"\n{self.message}" if self.message else "")
 
+    @property
+    def deferral(self) -> bool:
+        """Says that checks wait for `pulumi up` (the pack's own way, or pulumi-policy's note)."""
+        return self.policy == DEFERRED_CHECKS or self.message.startswith(_CANT_RUN)
+
 
 @dataclass
 class CheckReport:
@@ -98,6 +107,9 @@ class CheckReport:
     not_applicable: list[tuple[str, str]] = field(default_factory=list)
     levels: dict[str, str] = field(default_factory=dict)
     resource_count: int = 0
+    unsaid: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    """Checks deferred while no enabled preview-deferred-checks ran to say so, by policy:
+    a real preview would print nothing for them."""
 
     @property
     def mandatory(self) -> list[Diagnostic]:
@@ -110,6 +122,15 @@ class CheckReport:
     @property
     def exit_code(self) -> int:
         return 1 if self.mandatory else 0
+
+    @property
+    def deferrals(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.deferral]
+
+    @property
+    def violations(self) -> list[Diagnostic]:
+        """What the policies proved (not what they deferred)."""
+        return [d for d in self.diagnostics if not d.deferral]
 
     def for_policy(self, name: str) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.policy == name]
@@ -129,13 +150,17 @@ class CheckReport:
             lines.append(f"        - [{d.level}]  {d.policy}  ({d.resource_type}: {d.resource_name})")
             lines.extend(f"          {text_line}" for text_line in d.text.splitlines())
         lines.append("")
-        notes = [d for d in self.advisory if d.message.startswith(_CANT_RUN)]
-        advisory = len(self.advisory) - len(notes)
-        summary = (f"{len(self.mandatory)} mandatory, {advisory} advisory violation(s)"
-                   if len(self.diagnostics) > len(notes) else "no policy violations")
-        if notes:
-            summary += f"; {len(notes)} policy(ies) deferred checks on unknown values to `pulumi up`"
+        proved = self.violations
+        mandatory = sum(1 for d in proved if d.level == "mandatory")
+        summary = (f"{mandatory} mandatory, {len(proved) - mandatory} advisory violation(s)"
+                   if proved else "no policy violations")
+        if self.deferrals:
+            summary += f"; {len(self.deferrals)} policy(ies) deferred checks on unknown values to `pulumi up`"
         lines.append(f"Result: {summary}")
+        if self.unsaid:
+            # Not in a real preview's output: there these deferrals go unsaid.
+            lines.append(f"Unsaid ({DEFERRED_CHECKS} is not enabled), decided at `pulumi up` only:")
+            lines.extend(f"    {policy}: {'; '.join(deferral_lines(d))}" for policy, d in self.unsaid.items())
         return "\n".join(lines)
 
 
@@ -154,10 +179,11 @@ def analyze(
     One ``Analyze`` call per resource (resource policies, on inputs) and one
     ``AnalyzeStack`` call (stack policies, on outputs), with the pack configured from
     ``policy_config`` (the ``--policy-pack-config`` JSON). pulumi-policy itself applies
-    the enforcement levels, skips a policy that reads an unknown value (with its
-    advisory "can't run policy ... during preview" note) and builds the messages.
+    the enforcement levels and builds the messages; ``preview-deferred-checks``, when it
+    is among ``policies`` and enabled, says what the others deferred.
     """
     policies = list(policies)
+    DEFERRALS.drain()  # as in a pack process of its own, which starts with none
     settings = resolve_policy_config(policy_config, policies)
     servicer = analyzer(policies, settings)
     by_urn = {r.urn: r for r in graph.records}
@@ -191,6 +217,7 @@ def analyze(
             collect(servicer.AnalyzeStack(analyze_stack_request(graph), None), "")
     except Exception as exc:
         raise PolicyRunError(f"a policy of {PACK_NAME} failed: {exc!r}") from exc
+    report.unsaid = DEFERRALS.drain()
     return report
 
 

@@ -11,11 +11,10 @@ from pulumi_policy import (
     PolicyResource,
     ReportViolation,
     StackValidationArgs,
-    StackValidationPolicy,
 )
 
 from components.config import NAMESPACE
-from policypack.policy_run import _config, _Run
+from policypack.policy_run import DeferringStackPolicy, _config, _Run
 from policypack.stack_graph import (
     ALARM,
     ESM,
@@ -280,7 +279,7 @@ def validate_delivery(args: StackValidationArgs, report: ReportViolation) -> Non
     run.finish()
 
 
-enforcer_delivery_is_resilient = StackValidationPolicy(
+enforcer_delivery_is_resilient = DeferringStackPolicy(
     name="enforcer-delivery-is-resilient",
     description="The enforcement queue retries and dead-letters failures, and an alarm on the dead-letter queue "
     "reaches a topic CloudWatch can publish to.",

@@ -12,12 +12,11 @@ from pulumi_policy import (
     PolicyResource,
     ReportViolation,
     StackValidationArgs,
-    StackValidationPolicy,
 )
 
 from components.config import NAMESPACE, prefix_problem
 from enforcer.arns import KeyArnProblem, check_key_arn, region_of_key_arn
-from policypack.policy_run import _EXEMPT_SCHEMA, _config, _Run
+from policypack.policy_run import _EXEMPT_SCHEMA, DeferringStackPolicy, _config, _Run
 from policypack.stack_graph import (
     UNKNOWN,
     MappingRow,
@@ -244,7 +243,7 @@ def validate_key_rotation(args: StackValidationArgs, report: ReportViolation) ->
     run.finish()
 
 
-bucket_has_key_mapping = StackValidationPolicy(
+bucket_has_key_mapping = DeferringStackPolicy(
     name="bucket-has-key-mapping",
     description="Every S3 bucket in the stack has at least one prefix key mapping, unless it is exempt.",
     validate=validate_bucket_has_mapping,
@@ -255,7 +254,7 @@ bucket_has_key_mapping = StackValidationPolicy(
     "add a glob to `exemptBuckets` in the policy config, or tag it `s3-prefix-keys:exempt=true`.",
 )
 
-key_mapping_valid = StackValidationPolicy(
+key_mapping_valid = DeferringStackPolicy(
     name="key-mapping-valid",
     description="Mapping rows name a full KMS key ARN (not an alias, key ID or aws/s3) in the stack's region, a "
     "boolean dual_layer_encryption, and, for keys in the stack, a symmetric ENCRYPT_DECRYPT key.",
@@ -265,7 +264,7 @@ key_mapping_valid = StackValidationPolicy(
     "--key-id <alias>` prints it); keys created in the stack must be SYMMETRIC_DEFAULT / ENCRYPT_DECRYPT.",
 )
 
-mapped_key_rotation_enabled = StackValidationPolicy(
+mapped_key_rotation_enabled = DeferringStackPolicy(
     name="mapped-key-rotation-enabled",
     description="KMS keys created in the stack and mapped to a prefix have automatic rotation enabled.",
     validate=validate_key_rotation,

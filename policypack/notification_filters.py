@@ -7,10 +7,9 @@ from pulumi_policy import (
     EnforcementLevel,
     ReportViolation,
     ResourceValidationArgs,
-    ResourceValidationPolicy,
 )
 
-from policypack.policy_run import _Run
+from policypack.policy_run import DeferringResourcePolicy, _Run
 from policypack.stack_graph import NOTIFICATION, _strings, contains_unknown, is_unknown, plain, value
 
 # ---------------------------------------------------------------------------
@@ -69,7 +68,7 @@ def validate_filters_do_not_overlap(args: ResourceValidationArgs, report: Report
     run.finish()
 
 
-notification_filters_do_not_overlap = ResourceValidationPolicy(
+notification_filters_do_not_overlap = DeferringResourcePolicy(
     name="notification-filters-do-not-overlap",
     description="A bucket notification's filters do not overlap for the same event type (S3 rejects it at deploy).",
     validate=validate_filters_do_not_overlap,

@@ -11,11 +11,10 @@ from pulumi_policy import (
     PolicyResource,
     ReportViolation,
     StackValidationArgs,
-    StackValidationPolicy,
 )
 
 from components.config import NAMESPACE
-from policypack.policy_run import _EXEMPT_SCHEMA, _config, _Run
+from policypack.policy_run import _EXEMPT_SCHEMA, DeferringStackPolicy, _config, _Run
 from policypack.stack_graph import (
     ESM,
     EVENT_RULE,
@@ -264,7 +263,7 @@ def validate_notification_routes(args: StackValidationArgs, report: ReportViolat
     run.finish()
 
 
-bucket_notification_routes_to_enforcer = StackValidationPolicy(
+bucket_notification_routes_to_enforcer = DeferringStackPolicy(
     name="bucket-notification-routes-to-enforcer",
     description="Every bucket with prefix key mappings sends ObjectCreated events for every mapped prefix to the "
     "enforcement queue.",

@@ -2,9 +2,10 @@
 
 Each policy lives with its family (``notification_routes``, ``key_mappings``,
 ``delivery_resilience``, ``notification_filters``, ``bucket_encryption``), over the graph
-model in ``stack_graph``. Importable without starting a policy pack: ``__main__.py`` is
-the only place that constructs ``PolicyPack`` (which blocks in a gRPC server). The
-offline run (``policypack.check``) and the tests call these policies directly.
+model in ``stack_graph``; ``deferred_checks`` comes last and says what the others could
+not decide at preview (see ``policy_run``). Importable without starting a policy pack:
+``__main__.py`` is the only place that constructs ``PolicyPack`` (which blocks in a gRPC
+server). The offline run (``policypack.check``) and the tests call these policies directly.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from policypack.bucket_encryption import (
     replicated_prefix_rekeyed_by_copy,
     strict_policy_matches_mapping,
 )
+from policypack.deferred_checks import preview_deferred_checks
 from policypack.delivery_resilience import enforcer_delivery_is_resilient
 from policypack.key_mappings import bucket_has_key_mapping, key_mapping_valid, mapped_key_rotation_enabled
 from policypack.notification_filters import notification_filters_do_not_overlap
@@ -33,6 +35,9 @@ POLICIES = [
     strict_policy_matches_mapping,
     bucket_default_encryption_is_kms,
     replicated_prefix_rekeyed_by_copy,
+    # Last: pulumi-policy runs the stack policies of an AnalyzeStack call in this order,
+    # and it reports what those before it deferred.
+    preview_deferred_checks,
 ]
 """Every policy of the pack, in the order ``PolicyPack`` registers them."""
 

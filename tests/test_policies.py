@@ -29,12 +29,14 @@ from policypack.bucket_encryption import (
     strict_policy_matches_mapping,
 )
 from policypack.check import CheckReport
+from policypack.deferred_checks import preview_deferred_checks
 from policypack.delivery_resilience import enforcer_delivery_is_resilient
 from policypack.engine_marshalling import UNKNOWN, Record, StackGraph
 from policypack.key_mappings import bucket_has_key_mapping, key_mapping_valid, mapped_key_rotation_enabled
 from policypack.notification_filters import notification_filters_do_not_overlap
 from policypack.notification_routes import bucket_notification_routes_to_enforcer
 from policypack.policies import POLICIES
+from policypack.policy_run import DEFERRALS, DeferringResourcePolicy, DeferringStackPolicy, _Run
 
 REGION = "us-east-1"
 KEY_A = "arn:aws:kms:us-east-1:111122223333:key/11111111-2222-3333-4444-555555555555"
@@ -54,6 +56,7 @@ EVENT_RULE = "aws:cloudwatch/eventRule:EventRule"
 BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
 CANT_RUN = "can't run policy"
+DEFERRED = preview_deferred_checks.name
 
 MODES = ["up", "first-preview"]
 
@@ -105,20 +108,27 @@ EXAMPLE_CONFIG = policy_config.load_policy_config(check.DEFAULT_CONFIG)
 
 
 def run(graph: StackGraph, policy, settings: dict | str | None = None) -> CheckReport:
-    """One policy over ``graph``, configured as in policypack/config.json unless ``settings`` say otherwise."""
+    """One policy over ``graph``, configured as in policypack/config.json unless ``settings`` say otherwise.
+
+    With the pack's preview-deferred-checks after it, as in the pack, to say what it defers.
+    """
     entry = EXAMPLE_CONFIG.get(policy.name) if settings is None else settings
-    return check.analyze(graph, {policy.name: entry} if entry is not None else None, policies=[policy])
+    return check.analyze(graph, {policy.name: entry} if entry is not None else None,
+                         policies=[policy] if policy is preview_deferred_checks else [policy, preview_deferred_checks])
 
 
 def violations(report: CheckReport) -> list[check.Diagnostic]:
-    """What a policy proved (not its "can't run during preview" notes)."""
-    return [d for d in report.diagnostics if not d.message.startswith(CANT_RUN)]
+    """What a policy proved (not the checks it deferred)."""
+    return report.violations
 
 
 def deferred(report: CheckReport) -> str:
-    """The checks the policies left for `pulumi up` (their "can't run during preview" notes)."""
-    notes = [d for d in report.diagnostics if d.message.startswith(CANT_RUN)]
-    assert all(d.level == "advisory" for d in notes)
+    """The checks the policies left for `pulumi up`: said by preview-deferred-checks, never unsaid."""
+    notes = report.deferrals
+    # Never pulumi-policy's "can't run policy" note, which names the SDK's v0.0.1.
+    assert all(d.policy == DEFERRED and d.level == "advisory" and not d.message.startswith(CANT_RUN)
+               for d in notes), [d.message for d in notes]
+    assert report.unsaid == {}
     return "\n".join(d.message for d in notes)
 
 
@@ -172,6 +182,7 @@ SPEC = {
     "strict-policy-matches-mapping": (StackValidationPolicy, EnforcementLevel.ADVISORY),
     "bucket-default-encryption-is-kms": (StackValidationPolicy, EnforcementLevel.ADVISORY),
     "replicated-prefix-rekeyed-by-copy": (StackValidationPolicy, EnforcementLevel.ADVISORY),
+    "preview-deferred-checks": (StackValidationPolicy, EnforcementLevel.ADVISORY),
 }
 
 
@@ -183,6 +194,10 @@ def test_pack_has_the_specified_policies_with_kinds_levels_and_remediation():
         assert p.enforcement_level == level, p.name
         assert p.name == p.name.lower() and " " not in p.name and "_" not in p.name
         assert p.description and p.remediation_steps, p.name
+    # Each policy that checks the stack defers through preview-deferred-checks, which the
+    # servicer must run after all of them.
+    assert POLICIES[-1] is preview_deferred_checks
+    assert all(isinstance(p, (DeferringStackPolicy, DeferringResourcePolicy)) for p in POLICIES[:-1])
     schemas = {p.name: set(p.config_schema.properties) for p in POLICIES if p.config_schema}
     assert schemas == {
         "bucket-notification-routes-to-enforcer": {"externalNotificationBuckets"},
@@ -227,7 +242,8 @@ def test_pack_entry_point_builds_the_pack_the_cli_would_load(monkeypatch):
 def test_example_policy_config_is_valid_and_sets_every_policy():
     raw = policy_config.load_policy_config(check.DEFAULT_CONFIG)
     settings = policy_config.resolve_policy_config(raw)
-    assert set(raw) == set(SPEC)
+    # preview-deferred-checks only reports; its default (advisory) needs no entry.
+    assert set(raw) - {DEFERRED} == set(SPEC) - {DEFERRED}
     assert {n: s.level for n, s in settings.items()} == {n: lvl for n, (_, lvl) in SPEC.items()}
 
 
@@ -245,10 +261,12 @@ def test_dev_stack_passes(graphs, policy):
 def test_dev_stack_first_preview_has_no_violation(graphs, policy):
     report = run(graphs("dev", "first-preview"), policy)
     assert violations(report) == []
-    # Whatever waits for `pulumi up` is said, as the advisory note pulumi-policy prints.
+    # Whatever waits for `pulumi up` is said by preview-deferred-checks, on the stack,
+    # as one advisory diagnostic for this policy.
+    deferred(report)
     for d in report.diagnostics:
         assert d.level == "advisory" and d.resource_type == "pulumi:pulumi:Stack"
-        assert "they run again at `pulumi up`" in d.message
+        assert d.message.startswith(f"{policy.name} checks at `pulumi up`: ")
 
 
 @pytest.mark.parametrize("kind", ["tenant", "tenant-eventbridge"])
@@ -1203,6 +1221,72 @@ def test_a_policy_reading_an_unknown_is_skipped_like_pulumi_policy_does(graphs):
         "can't run policy 'naive-by-arn' from policy pack 's3-prefix-keys@v0.0.1' during preview: "
         "string value at .arn can't be known during preview"
     ]
+
+
+def _by_arn(args, report):
+    run = _Run(report)
+    for r in args.resources:
+        if r.resource_type == QUEUE and G.is_unknown(G.value(r.props, "arn")):
+            run.defer("the queue's ARN", r)
+        elif r.resource_type == QUEUE:
+            run.violation(r, f"queue {r.props['arn']}")
+    run.finish()
+
+
+def test_a_deferring_policy_says_its_deferred_checks_through_the_pack_policy(graphs):
+    # Mandatory, yet what it cannot decide is advisory: the preview passes, and says so.
+    policy = DeferringStackPolicy(name="by-arn", description="Relates queues by ARN.", validate=_by_arn,
+                                  enforcement_level=EnforcementLevel.MANDATORY)
+    up = check.analyze(graphs("dev", "up"), policies=[policy, preview_deferred_checks])
+    assert [d.policy for d in up.mandatory] == ["by-arn", "by-arn"] and up.deferrals == []
+    preview = check.analyze(graphs("dev", "first-preview"), policies=[policy, preview_deferred_checks])
+    assert preview.exit_code == 0 and preview.violations == []
+    assert [(d.policy, d.level, d.resource_type) for d in preview.diagnostics] == [
+        (DEFERRED, "advisory", "pulumi:pulumi:Stack")]
+    assert preview.diagnostics[0].message == (
+        "by-arn checks at `pulumi up`: the queue's ARN of "
+        "aws:sqs/queue:Queue 'enforcer-dlq', aws:sqs/queue:Queue 'enforcer-queue'")
+    assert "0.0.1" not in preview.render() and CANT_RUN not in preview.render()
+    # The same evaluation outside a deferring policy falls back to pulumi-policy's note.
+    plain = StackValidationPolicy(name="by-arn", description="Relates queues by ARN.", validate=_by_arn,
+                                  enforcement_level=EnforcementLevel.MANDATORY)
+    fallback = check.analyze(graphs("dev", "first-preview"), policies=[plain, preview_deferred_checks])
+    assert [d.message for d in fallback.diagnostics] == [
+        "can't run policy 'by-arn' from policy pack 's3-prefix-keys@v0.0.1' during preview: some checks read values "
+        "that are unknown until the resources exist; they run again at `pulumi up`: the queue's ARN of "
+        "aws:sqs/queue:Queue 'enforcer-dlq', aws:sqs/queue:Queue 'enforcer-queue'"]
+    assert [d.policy for d in fallback.deferrals] == ["by-arn"]
+
+
+def test_an_unknown_a_deferring_policy_reads_is_deferred_not_raised_to_the_sdk(graphs):
+    def naive(args, report):
+        run = _Run(report)
+        run.defer("something decided earlier", "x")
+        for r in args.resources:
+            if r.resource_type == QUEUE:
+                report(f"queue {r.props['arn']}", r.urn)
+
+    policy = DeferringStackPolicy(name="naive-by-arn", description="Relates queues by ARN.", validate=naive,
+                                  enforcement_level=EnforcementLevel.MANDATORY)
+    preview = check.analyze(graphs("dev", "first-preview"), policies=[policy, preview_deferred_checks])
+    # What was deferred before the unknown read survives it.
+    assert [d.message for d in preview.diagnostics] == [
+        "naive-by-arn checks at `pulumi up`: something decided earlier of x; string value at .arn"]
+    assert preview.exit_code == 0
+
+
+def test_deferrals_nobody_says_are_reported_offline_and_do_not_leak_into_the_next_run(graphs):
+    policy = DeferringStackPolicy(name="by-arn", description="Relates queues by ARN.", validate=_by_arn,
+                                  enforcement_level=EnforcementLevel.MANDATORY)
+    # Disabled (or absent), preview-deferred-checks says nothing, as in a real preview;
+    # the offline run names what went unsaid.
+    for config, policies in (({DEFERRED: "disabled"}, [policy, preview_deferred_checks]), (None, [policy])):
+        report = check.analyze(graphs("dev", "first-preview"), config, policies=policies)
+        assert report.diagnostics == [] and list(report.unsaid) == ["by-arn"]
+        assert f"Unsaid ({DEFERRED} is not enabled)" in report.render()
+        assert "    by-arn: the queue's ARN of aws:sqs/queue:Queue 'enforcer-dlq'" in report.render()
+    assert DEFERRALS.drain() == {}
+    assert check.analyze(graphs("dev", "up"), policies=[policy, preview_deferred_checks]).deferrals == []
 
 
 def test_first_preview_reports_unset_provider_computed_inputs_as_unknown(graphs):

@@ -49,10 +49,15 @@ def test_dev_stack_passes(first_preview):
     assert f"{len(POLICIES)} policies enabled" in out
     assert "Policies:\n" in out and "s3-prefix-keys@v0.1.0 (local: policypack)" in out
     assert "[mandatory]" not in out
+    # One version throughout: no pulumi-policy "can't run policy" note, which says v0.0.1.
+    assert "v0.0.1" not in out and "can't run policy" not in out
     if first_preview:
-        # Deferred checks are said, as pulumi-policy's advisory notes.
-        assert "[advisory]  enforcer-delivery-is-resilient  (pulumi:pulumi:Stack: s3-prefix-keys-dev)" in out
-        assert "redrivePolicy.maxReceiveCount of aws:sqs/queue:Queue 'enforcer-queue'" in out
+        # Deferred checks are said, by the pack's advisory preview-deferred-checks, one per policy.
+        said = "        - [advisory]  preview-deferred-checks  (pulumi:pulumi:Stack: s3-prefix-keys-dev)\n"
+        assert out.count(said) == 2
+        assert ("enforcer-delivery-is-resilient checks at `pulumi up`: redrivePolicy.maxReceiveCount of "
+                "aws:sqs/queue:Queue 'enforcer-queue'\n") in out
+        assert "key-mapping-valid checks at `pulumi up`: whether kms_key_arn is the key's ARN (not its ID) of " in out
         assert "⚠️  s3-prefix-keys@v0.1.0" in out
         assert out.rstrip().endswith(
             "Result: no policy violations; 2 policy(ies) deferred checks on unknown values to `pulumi up`"
@@ -136,6 +141,8 @@ def test_run_check_is_the_library_entry_point(tmp_path):
     assert report.first_preview and report.exit_code == 1
     assert [d.policy for d in report.mandatory] == ["enforcer-delivery-is-resilient"]
     assert sum(1 for level in report.levels.values() if level != "disabled") == 1
+    # "all": "disabled" silences preview-deferred-checks too: the offline run says what it left unsaid.
+    assert report.deferrals == [] and list(report.unsaid) == ["enforcer-delivery-is-resilient"]
 
 
 PROD_EXAMPLE = ROOT / "Pulumi.prod.yaml.example"
@@ -153,7 +160,10 @@ def test_prod_example_meets_every_mandatory_policy(tmp_path, first_preview):
     config = write_config(tmp_path, policy_config)
     report = check.run_check("prod", config, first_preview, stack_file=PROD_EXAMPLE)
     assert report.exit_code == 0 and report.mandatory == []
-    advisories = [d for d in report.advisory if not d.message.startswith("can't run policy")]
+    # What waits for `pulumi up` is said by the pack, never by pulumi-policy's v0.0.1 note.
+    assert all(d.policy == "preview-deferred-checks" for d in report.deferrals) and report.unsaid == {}
+    assert bool(report.deferrals) == first_preview
+    advisories = report.violations
     assert [(d.policy, d.resource_type, d.resource_name) for d in advisories] == [
         ("bucket-default-encryption-is-kms", "s3-prefix-keys:index:BucketIntegration", "acme-tenant-data")
     ]

@@ -141,6 +141,10 @@ def test_analyze_over_grpc_answers_as_the_offline_run(pack, first_preview, polic
         collections.Counter((d.policy, d.level) for d in report.diagnostics)
     if policy_config is STRICT:  # the comparison is not vacuous
         assert report.mandatory and report.exit_code == 1
+    # The real pack, too, says its deferred checks itself, never with pulumi-policy's v0.0.1 note.
+    assert not any(d.message.startswith("can't run policy") for d in over_grpc)
+    if first_preview:
+        assert {d.policyName for d in over_grpc} == {"preview-deferred-checks"}
 
 
 # --- the launch function itself ------------------------------------------------------
