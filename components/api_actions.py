@@ -158,6 +158,13 @@ CALLS: dict[tuple[str, str], tuple[Need, ...]] = {
         Need("s3:UpdateObjectEncryption", OBJECT, cite=UPDATE_SSE),
         *(Need(a, key, SSE_KMS, UPDATE_SSE, via="s3") for key in (SOURCE_KEY, TARGET_KEY) for a in _UPDATE_SSE_KMS),
     ),
+    # The keep decision recorded on a version (enforcer/versions.py): "To put tags of any
+    # other version, use the versionId query parameter. You also need permission for the
+    # s3:PutObjectVersionTagging action" (API_PutObjectTagging).
+    ("s3", "PutObjectTagging"): (
+        Need("s3:PutObjectTagging", OBJECT, cite=S3_API.format("PutObjectTagging")),
+        Need("s3:PutObjectVersionTagging", OBJECT, VERSIONED, S3_API.format("PutObjectTagging")),
+    ),
     # The engine deletes only versions it replaced, always with a VersionId.
     ("s3", "DeleteObject"): (Need("s3:DeleteObjectVersion", OBJECT, DELETE_OLD, S3_API.format("DeleteObject")),),
     # --- S3 bucket operations

@@ -54,14 +54,21 @@ class Outcome(StrEnum):
     NEEDS_RESTORE = "needs-restore"
     LOOP_GUARD = "loop-guard"
     INVALID_MAPPING = "invalid-mapping"
-    # a decision to act
+    # a noncurrent version only a copy could re-key, which would make it current: the
+    # operator chooses (ops backfill --versions --noncurrent keep|delete)
+    NEEDS_CHOICE = "needs-choice"
+    KEPT = "kept"  # such a version, kept by a decision recorded on it (enforcer/versions.py)
+    # decisions to act
     REKEY = "rekey"
+    KEEP = "keep"  # record the operator's keep on a noncurrent version
+    DELETE_VERSION = "delete-version"  # delete a noncurrent version, as the operator chose
     # outcomes of acting (set by the engine; SUPERSEDED also by decide() for an own write
     # that a newer one has already replaced)
     REKEYED = "rekeyed"
     SUPERSEDED = "superseded"
     LOCKED = "locked"
     FAILED = "failed"
+    DELETED = "deleted"  # a noncurrent version deleted by the operator's choice
 
 
 # Outcomes that leave a mapped object non-compliant and need a human: alerted once
@@ -151,6 +158,9 @@ class Replication:
         return "; ".join(rule.describe() for rule in self.rules)
 
 
+NONCURRENT_FIX = "ops backfill --versions --noncurrent keep|delete"
+
+
 @dataclass(frozen=True)
 class ObjectState:
     """What HEAD said about one object version (``head`` keeps the raw answer)."""
@@ -193,6 +203,18 @@ class ObjectState:
 
 
 @dataclass(frozen=True)
+class KeptRecord:
+    """A decision to keep a noncurrent version under its old key, as recorded on it."""
+
+    decided_by: str
+    decided_at: str  # ISO 8601, UTC
+    why: str  # operator | locked | old-version-action
+
+    def describe(self) -> str:
+        return f"{self.why}, decided by {self.decided_by} at {self.decided_at}"
+
+
+@dataclass(frozen=True)
 class Decision:
     outcome: Outcome
     reason: str
@@ -202,6 +224,8 @@ class Decision:
     old_version_action: str | None = None
     fallback: str | None = None  # why a copy, where UpdateObjectEncryption would have done
     replica: str | None = None  # what the object's replicas get from this re-key
+    update_refused: UpdateRefused | None = None  # S3's refusal the fallback rests on
+    kept: KeptRecord | None = None  # the keep recorded on a noncurrent version
 
     @property
     def alert(self) -> bool:
@@ -241,6 +265,9 @@ def decide(
     now: datetime | None = None,
     update_refused: UpdateRefused | None = None,
     replication: Replication | None = None,
+    noncurrent: bool = False,
+    kept: KeptRecord | None = None,
+    noncurrent_action: str | None = None,
 ) -> Decision:
     """The action one object needs.
 
@@ -251,6 +278,10 @@ def decide(
     ``update_refused``: how S3 answered an UpdateObjectEncryption of this object.
     ``replication``: what the bucket's replication rules say about this key (None: not
     read, which the engine does only once an update in place is on the table).
+    ``noncurrent``: the version is not the current object (a listing's IsLatest, or a
+    copy that a newer write beat); ``kept``: the keep decision recorded on it;
+    ``noncurrent_action``: the operator's choice for one no method can re-key
+    (keep | delete | None: not chosen).
     """
     if mapping is None:
         return Decision(Outcome.UNMAPPED, REASON_UNMAPPED)
@@ -322,6 +353,9 @@ def decide(
         and not locked
     )
     replica = replication.describe() if replication is not None else None
+    if noncurrent:
+        return _decide_noncurrent(state, target, reason, can_update_in_place, update_refused, replica,
+                                  kept, noncurrent_action, locked)
     fallback = None
     if can_update_in_place and update_refused is not None:
         fallback = str(update_refused)
@@ -350,4 +384,59 @@ def decide(
         # lock even where HEAD showed none live (a lapsed retention, or no grant to see it).
         kept = locked or (update_refused is not None and update_refused.refusal is Refusal.OBJECT_LOCK)
         old_version_action = "keep" if kept else (mapping.old_version_action or default_old_version_action)
-    return Decision(Outcome.REKEY, reason, method, target, old_version_action, fallback, replica)
+    return Decision(Outcome.REKEY, reason, method, target, old_version_action, fallback, replica, update_refused)
+
+
+def _decide_noncurrent(
+    state: ObjectState,
+    target: Target,
+    reason: str,
+    can_update_in_place: bool,
+    update_refused: UpdateRefused | None,
+    replica: str | None,
+    kept: KeptRecord | None,
+    noncurrent_action: str | None,
+    locked: bool,
+) -> Decision:
+    """A version that is not the current object: never copied, since a copy in place
+    would become the current object over the newer write."""
+    if kept is not None:
+        return Decision(Outcome.KEPT, f"{reason}; kept by decision ({kept.describe()})", target=target, kept=kept)
+    # The null version is noncurrent only in a bucket versioned after it was written; the
+    # engine pins no VersionId for it (ObjectState.versioned), so an update would reach
+    # the current object instead. Left to the operator's choice.
+    if can_update_in_place and update_refused is None and state.versioned:
+        # UpdateObjectEncryption takes a VersionId and re-keys that version without
+        # creating one (API_UpdateObjectEncryption, VersionId: "The version ID of the
+        # object that you want to update the server-side encryption type for"). Even where
+        # the prefix replicates: the replica of a noncurrent version has no better method.
+        if replica:
+            replica = f"{replica}; the replica of this noncurrent version keeps its old key"
+        return Decision(Outcome.REKEY, reason, Method.UPDATE_ENCRYPTION, target, replica=replica)
+    if locked:
+        why = "it is under Object Lock"
+    elif update_refused is not None:
+        why = f"S3 refused UpdateObjectEncryption ({update_refused})"
+    elif target.sse_type != SSE_KMS:
+        why = f"UpdateObjectEncryption cannot write {target.sse_type}"
+    elif state.sse_type not in (SSE_S3, SSE_KMS):
+        why = f"UpdateObjectEncryption cannot re-key a {state.sse_type or 'unencrypted'} source"
+    elif not state.versioned:
+        why = "it is the null version, which the engine never re-keys by version"
+    else:
+        why = "the re-key method is copy"
+    where = f"a noncurrent version, which only a copy could re-key ({why}), and a copy would make it current"
+    if noncurrent_action == "keep":
+        return Decision(Outcome.KEEP, f"{reason}; {where}; kept by the operator's choice", target=target)
+    if noncurrent_action == "delete":
+        if locked:
+            until = state.lock_retain_until.isoformat() if state.lock_retain_until else "a legal hold is lifted"
+            return Decision(
+                Outcome.LOCKED,
+                f"{reason}; {where}, and it cannot be deleted until {until}: keep it with "
+                "ops backfill --versions --noncurrent keep",
+                target=target,
+            )
+        return Decision(Outcome.DELETE_VERSION, f"{reason}; {where}; deleted by the operator's choice",
+                        target=target)
+    return Decision(Outcome.NEEDS_CHOICE, f"{reason}; {where}: choose with {NONCURRENT_FIX}", target=target)

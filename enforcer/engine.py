@@ -14,13 +14,16 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from enforcer import refusals, rekey
+from enforcer import refusals, rekey, versions
 from enforcer.decision import (
     ALERTING,
+    NONCURRENT_FIX,
     Decision,
+    KeptRecord,
     Method,
     ObjectState,
     Outcome,
+    Refusal,
     Replication,
     UpdateRefused,
     decide,
@@ -54,6 +57,10 @@ class EngineSettings:
     old_version_action: str = "delete"  # delete | keep
     max_conflict_retries: int = 3
     part_concurrency: int = 8
+    # ops backfill --versions: the operator's choice for noncurrent versions no method can
+    # re-key (keep | delete | None), and who the keep records name.
+    noncurrent_action: str | None = None
+    decided_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ class Result:
     before: ObjectState | None = None
     target: Target | None = None
     new_version_id: str | None = None
-    old_version: str | None = None  # deleted | kept | kept: <why>
+    old_version: str | None = None  # deleted | kept (recorded on it) | kept: <why>
     fallback: str | None = None  # why UpdateObjectEncryption was not used
     replica: str | None = None  # what the object's replicas get (bucket replication rules)
 
@@ -108,19 +115,26 @@ class Enforcer:
     def is_own_write(self, ref: ObjectRef) -> bool:
         return bool(self.settings.principal_id) and ref.principal_id == self.settings.principal_id
 
-    def assess(self, ref: ObjectRef) -> tuple[Mapping | None, ObjectState | None, Decision]:
-        """Inspect and decide without acting (``ops audit``, ``backfill --dry-run``)."""
+    def assess(self, ref: ObjectRef, *, noncurrent: bool = False
+               ) -> tuple[Mapping | None, ObjectState | None, Decision]:
+        """Inspect and decide without acting (``ops audit``, ``backfill --dry-run``).
+
+        ``noncurrent``: the listing said the version is not the current object.
+        """
         mapping = self.mappings.lookup(ref.bucket, ref.key)
         if mapping is None or mapping.problem:
             return mapping, None, self._decide(None, mapping, ref)
         state = rekey.inspect(self.s3, ref.bucket, ref.key, ref.version_id)
-        return mapping, state, self._decide(state, mapping, ref)
+        kept = self._kept(state, mapping.target) if noncurrent else None
+        return mapping, state, self._decide(state, mapping, ref, noncurrent=noncurrent, kept=kept)
 
-    def process(self, ref: ObjectRef, *, refused: Exception | None = None) -> Result:
+    def process(self, ref: ObjectRef, *, refused: Exception | None = None, noncurrent: bool = False) -> Result:
         """Bring one object to its mapped encryption. Raises only for transient errors.
 
         ``refused``: how S3 already answered an UpdateObjectEncryption of this object
         (the backfill's blind attempt), so that the request is not sent a second time.
+        ``noncurrent``: the listing said the version is not the current object: it is
+        re-keyed in place where S3 allows it, else settled by ``noncurrent_action``.
         """
         # Mapping first: an unmapped object costs no S3 call, and the role needs no
         # grant outside the mapped prefixes.
@@ -131,12 +145,14 @@ class Enforcer:
         for attempt in range(self.settings.max_conflict_retries + 1):
             state = rekey.inspect(self.s3, ref.bucket, ref.key, ref.version_id)
             known = self._classify(refused, state, mapping.target) if isinstance(refused, rekey.Refused) else None
-            decision = self._judge(state, mapping, ref, known)
+            decision = self._judge(state, mapping, ref, known, noncurrent=noncurrent)
 
             def ended(outcome: Outcome, reason: str, decision: Decision = decision, state: ObjectState = state):
                 return Result(ref, outcome, reason, decision.method, state, decision.target,
                               fallback=decision.fallback, replica=decision.replica)
 
+            if decision.outcome in (Outcome.KEEP, Outcome.DELETE_VERSION):
+                return self._settle(ref, state, decision)
             if decision.outcome is not Outcome.REKEY:
                 return replace(ended(decision.outcome, decision.reason), method=None)
             try:
@@ -146,7 +162,7 @@ class Enforcer:
             except rekey.Conflict:
                 log.info("conflicting write on %s (attempt %d); inspecting again", ref.s3_path, attempt + 1)
             except rekey.Superseded:
-                return ended(Outcome.SUPERSEDED, reason_superseded(decision.reason))
+                return self._superseded(ref, mapping, state, decision, ended)
             except rekey.Gone:
                 return ended(Outcome.GONE, "Object was deleted while being re-keyed")
             except rekey.PermanentFailure as exc:
@@ -191,7 +207,8 @@ class Enforcer:
     # -- internals ----------------------------------------------------------
 
     def _decide(self, state, mapping, ref, refused: UpdateRefused | None = None,
-                replication: Replication | None = None) -> Decision:
+                replication: Replication | None = None, *, noncurrent: bool = False,
+                kept: KeptRecord | None = None) -> Decision:
         return decide(
             state,
             mapping,
@@ -203,20 +220,83 @@ class Enforcer:
             now=self._clock(),
             update_refused=refused,
             replication=replication,
+            noncurrent=noncurrent,
+            kept=kept,
+            noncurrent_action=self.settings.noncurrent_action,
         )
 
     def _judge(self, state: ObjectState, mapping: Mapping, ref: ObjectRef,
-               refused: UpdateRefused | None = None) -> Decision:
+               refused: UpdateRefused | None = None, *, noncurrent: bool = False) -> Decision:
         """decide(), with the facts that cost calls gathered only for objects to re-key.
 
         The bucket's replication configuration is read once per bucket per container,
         and only once a re-key is on the table: a compliant object costs no extra call.
+        A noncurrent version's tags are read only when HEAD counted some and it is not
+        compliant: they may hold a recorded keep.
         """
         refused = refused or self._key_refusals.recall(state, mapping.target.kms_key_arn)
-        decision = self._decide(state, mapping, ref, refused)
+        kept = self._kept(state, mapping.target) if noncurrent else None
+        decision = self._decide(state, mapping, ref, refused, noncurrent=noncurrent, kept=kept)
         if decision.outcome is not Outcome.REKEY:
             return decision
-        return self._decide(state, mapping, ref, refused, self._replication.of(state.bucket, state.key))
+        return self._decide(state, mapping, ref, refused, self._replication.of(state.bucket, state.key),
+                            noncurrent=noncurrent, kept=kept)
+
+    def _kept(self, state: ObjectState, target: Target) -> KeptRecord | None:
+        if not state.head.get("TagCount") or is_compliant(state, target):
+            return None
+        try:
+            return versions.read_record(self.s3, state)
+        except ClientError as exc:
+            rekey.raise_classified(exc)
+            raise
+
+    def _superseded(self, ref: ObjectRef, mapping: Mapping, state: ObjectState, decision: Decision, ended) -> Result:
+        """A newer write beat the copy: the inspected version is noncurrent now.
+
+        Where S3 re-keys that version in place (an SSE-KMS target), it is re-keyed so,
+        pinned to its VersionId; a copy would make it current again. Otherwise it stays,
+        for the operator to settle (``NONCURRENT_FIX``).
+        """
+        again = self._judge(state, mapping, ref, decision.update_refused, noncurrent=True)
+        if again.outcome is Outcome.REKEY and again.method is Method.UPDATE_ENCRYPTION:
+            try:
+                rekey.update_encryption(self.s3, state, again.target)
+            except (rekey.Refused, rekey.PermanentFailure) as exc:
+                log.warning("UpdateObjectEncryption of superseded %s refused (%s)", ref.s3_path, exc)
+            except (rekey.Gone, rekey.Superseded, rekey.Conflict):
+                pass  # deleted or busy meanwhile: the newer write's own event stands
+            else:
+                return Result(ref, Outcome.REKEYED,
+                              f"{decision.reason}; superseded by a newer write during the copy, so this "
+                              "noncurrent version was re-keyed in place", Method.UPDATE_ENCRYPTION, state,
+                              again.target, replica=again.replica)
+        return ended(Outcome.SUPERSEDED, f"{reason_superseded(decision.reason)}; this version stays noncurrent "
+                     f"under its old key until {NONCURRENT_FIX}")
+
+    def _settle(self, ref: ObjectRef, state: ObjectState, decision: Decision) -> Result:
+        """Carry out the operator's choice for a noncurrent version no method can re-key."""
+        if decision.outcome is Outcome.DELETE_VERSION:
+            try:
+                versions.delete_version(self.s3, state)
+            except ClientError as exc:
+                rekey.raise_classified(exc)
+                raise
+            return Result(ref, Outcome.DELETED, decision.reason, before=state, target=decision.target,
+                          old_version="deleted")
+        try:
+            record = versions.record_keep(self.s3, state, "operator", self._decider(), self._clock())
+        except versions.TagLimit as exc:
+            return Result(ref, Outcome.FAILED, f"keep not recorded: {exc} ({decision.reason})", before=state,
+                          target=decision.target)
+        except ClientError as exc:
+            rekey.raise_classified(exc)
+            raise
+        return Result(ref, Outcome.KEPT, f"{decision.reason} ({record.describe()})", before=state,
+                      target=decision.target, old_version="kept")
+
+    def _decider(self) -> str:
+        return self.settings.decided_by or self.settings.principal_id or "s3-prefix-keys-enforcer"
 
     def _classify(self, exc: rekey.Refused, state: ObjectState, target: Target) -> UpdateRefused:
         refused = refusals.classify(exc.code, exc.message, state)
@@ -278,7 +358,7 @@ class Enforcer:
                 old_version="kept: new version not compliant",
             )
         if decision.old_version_action != "delete":
-            return replace(result, old_version="kept")
+            return replace(result, old_version=self._record_kept(state, decision))
         try:
             self.s3.delete_object(Bucket=state.bucket, Key=state.key, VersionId=state.version_id)
             return replace(result, old_version="deleted")
@@ -287,6 +367,21 @@ class Enforcer:
             if rekey.error_code(exc) == "AccessDenied":
                 return replace(result, old_version=f"kept: {message or 'access denied'}")
             raise
+
+    def _record_kept(self, state: ObjectState, decision: Decision) -> str:
+        """The replaced version is kept: say so on it, so that an audit of the versions
+        reports it as kept by decision, not as an offender."""
+        lock_refused = decision.update_refused is not None and decision.update_refused.refusal is Refusal.OBJECT_LOCK
+        why = "locked" if state.locked(self._clock()) or lock_refused else "old-version-action"
+        try:
+            versions.record_keep(self.s3, state, why, self._decider(), self._clock())
+        except (versions.TagLimit, ClientError) as exc:
+            # Not documented whether S3 lets a locked version's tags change; the re-key
+            # stands either way, and the audit names the command that records the keep.
+            detail = versions.error_message(exc) if isinstance(exc, ClientError) else str(exc)
+            log.warning("could not record the keep on %s version %s: %s", state.key, state.version_id, detail)
+            return f"kept: the keep ({why}) could not be recorded on it: {detail}"
+        return "kept"
 
     def _read(self, operation, state: ObjectState) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"Bucket": state.bucket, "Key": state.key}

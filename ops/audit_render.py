@@ -1,4 +1,5 @@
-"""The audit report as rich tables: per mapped prefix, then the first offenders."""
+"""The audit report as rich tables: per mapped prefix, then the first offenders (each
+with the command that fixes it), then the versions kept by decision."""
 
 from __future__ import annotations
 
@@ -45,8 +46,11 @@ def render_table(report: AuditReport, console: Console, limit: int) -> None:
     console.print(table)
     if report.truncated:
         console.print(f"[yellow]Stopped after {report.objects} objects (--max-objects).[/]")
+    render_kept(report, console, limit)
     if not report.offenders:
-        console.print(f"[green]All mapped objects are compliant[/] ({report.objects} objects judged).")
+        console.print(f"[green]All mapped objects are compliant[/] ({report.objects} objects judged"
+                      + (f"; {len(report.kept)} noncurrent version(s) kept by decision" if report.kept else "")
+                      + ").")
         return
     shown = sorted(report.offenders, key=finding_order)[:limit]
     offenders = Table(title=f"Offenders: first {len(shown)} of {report.non_compliant} (all of them with --format json|csv)")
@@ -56,6 +60,7 @@ def render_table(report: AuditReport, console: Console, limit: int) -> None:
     offenders.add_column("Category")
     offenders.add_column("Now")
     offenders.add_column("Should be")
+    offenders.add_column("Fix")
     for f in shown:
         row = [f.key]
         if report.versions:
@@ -66,7 +71,21 @@ def render_table(report: AuditReport, console: Console, limit: int) -> None:
                 Category.SSE_C, Category.ACCESS_DENIED, Category.ERROR, Category.INVALID_MAPPING
             ) else f.reason[:80],
             describe_encryption(f.target_sse_type, f.target_kms_key_arn),
+            f.fix,
         ]
         offenders.add_row(*row)
     console.print(offenders)
     console.print(f"[red]{report.non_compliant} mapped object(s) are not compliant.[/]")
+
+
+def render_kept(report: AuditReport, console: Console, limit: int) -> None:
+    """Versions under their old key by a recorded decision: shown, never counted as offenders."""
+    if not report.kept:
+        return
+    shown = sorted(report.kept, key=finding_order)[:limit]
+    kept = Table(title=f"Kept by decision (not offenders): first {len(shown)} of {len(report.kept)}")
+    for name in ("Key", "Version", "Now", "Decision"):
+        kept.add_column(name)
+    for f in shown:
+        kept.add_row(f.key, f.version_id or "-", describe_encryption(f.sse_type, f.kms_key_arn), f.decided)
+    console.print(kept)

@@ -1,5 +1,6 @@
 """What ``ops audit`` finds: the categories of an object, the findings, the per-prefix
-summaries and the report, with its JSON and CSV forms."""
+summaries and the report, with its JSON and CSV forms, and for each offender the
+command that fixes it (``fix_command``)."""
 
 from __future__ import annotations
 
@@ -27,11 +28,14 @@ class Category(StrEnum):
     GONE = "gone"  # deleted between the listing and the HEAD
     ERROR = "error"  # throttled or unreachable after the SDK's retries: not judged
     UNMAPPED = "unmapped"
+    # noncurrent versions only a copy could re-key, which would make them current
+    NEEDS_CHOICE = "needs-choice"  # no decision yet: ops backfill --versions --noncurrent keep|delete
+    KEPT = "kept-by-decision"  # a keep recorded on the version (enforcer/versions.py)
 
 
 # Mapped objects in these categories are fine (or no longer exist); every other mapped
 # category is an offender and fails the CI gate.
-NOT_OFFENDING = frozenset({Category.COMPLIANT, Category.GONE, Category.UNMAPPED})
+NOT_OFFENDING = frozenset({Category.COMPLIANT, Category.GONE, Category.UNMAPPED, Category.KEPT})
 MISMATCH_CATEGORIES = (Category.WRONG_TYPE, Category.WRONG_KEY, Category.UNENCRYPTED_OR_SSE_S3)
 TABLE_COLUMNS = (Category.COMPLIANT, *MISMATCH_CATEGORIES)
 
@@ -56,7 +60,36 @@ def categorize(state: ObjectState | None, decision: Decision) -> Category:
         Outcome.ACCESS_DENIED: Category.ACCESS_DENIED,
         Outcome.NEEDS_RESTORE: Category.NEEDS_RESTORE,
         Outcome.INVALID_MAPPING: Category.INVALID_MAPPING,
+        Outcome.KEPT: Category.KEPT,
+        # With a --noncurrent choice (the backfill's dry run) the version still waits for it.
+        Outcome.NEEDS_CHOICE: Category.NEEDS_CHOICE,
+        Outcome.KEEP: Category.NEEDS_CHOICE,
+        Outcome.DELETE_VERSION: Category.NEEDS_CHOICE,
+        Outcome.LOCKED: Category.NEEDS_CHOICE,
     }.get(decision.outcome, Category.ERROR)
+
+
+def fix_command(f: Finding, source: str) -> str:
+    """What an operator runs (or does) to fix one offender; ``source`` is the report's
+    ``mappings_from`` label, turned back into the option that gave it."""
+    if source.startswith("mapping table "):
+        flags = f"--mapping-table {source.removeprefix('mapping table ')}"
+    else:
+        flags = f"--stack {source.removeprefix('stack ') or 'dev'}"
+    backfill = f"python -m ops backfill --bucket {f.bucket} --prefix {f.prefix} {flags}"
+    if f.category is Category.NEEDS_CHOICE:
+        return f"{backfill} --versions --noncurrent keep|delete (see both with --dry-run)"
+    if f.category in MISMATCH_CATEGORIES:
+        return backfill if f.is_latest else f"{backfill} --versions"
+    if f.category is Category.NEEDS_RESTORE:
+        return f"aws s3api restore-object --bucket {f.bucket} --key {f.key} ..., then {backfill}"
+    if f.category is Category.SSE_C:
+        return "re-upload it with the mapped key (S3 cannot re-key SSE-C without the customer's key)"
+    if f.category is Category.ACCESS_DENIED:
+        return f"grant s3:GetObject here and kms:Decrypt on its key (sourceKeyArns), then {backfill}"
+    if f.category is Category.INVALID_MAPPING:
+        return f"fix the mapping of {f.prefix} (python -m ops mappings add), then {backfill}"
+    return "run the audit again: it was throttled or unreachable"
 
 
 @dataclass(frozen=True)
@@ -80,6 +113,9 @@ class Finding:
     # for the dry-run cost model
     tag_count: int = 0
     old_version_action: str | None = None
+    noncurrent_action: str | None = None  # dry run with --noncurrent: keep | delete | locked
+    fix: str = ""  # the command that fixes an offender
+    decided: str = ""  # kept by decision: who, when, why
 
     @property
     def offending(self) -> bool:
@@ -93,7 +129,7 @@ class Finding:
 
 CSV_FIELDS = (
     "bucket", "key", "version_id", "is_latest", "prefix", "category", "size", "storage_class", "sse_type",
-    "kms_key_arn", "target_sse_type", "target_kms_key_arn", "method", "reason",
+    "kms_key_arn", "target_sse_type", "target_kms_key_arn", "method", "reason", "fix", "decided",
 )
 
 
@@ -135,6 +171,7 @@ class AuditReport:
     unmapped: int = 0
     unmapped_bytes: int = 0
     offenders: list[Finding] = field(default_factory=list)  # every one, in completion order
+    kept: list[Finding] = field(default_factory=list)  # versions kept by a recorded decision
     objects: int = 0
     truncated: bool = False  # stopped at --max-objects
 
@@ -166,6 +203,8 @@ class AuditReport:
         summary.bytes[finding.category] += finding.size
         if finding.offending:
             self.offenders.append(finding)
+        elif finding.category is Category.KEPT:
+            self.kept.append(finding)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -179,6 +218,7 @@ class AuditReport:
             "unmapped": {"objects": self.unmapped, "bytes": self.unmapped_bytes},
             "prefixes": [self.prefixes[p].as_dict() for p in sorted(self.prefixes)],
             "offenders": [f.as_dict() for f in sorted(self.offenders, key=finding_order)],
+            "kept_by_decision": [f.as_dict() for f in sorted(self.kept, key=finding_order)],
         }
 
     def to_json(self) -> str:

@@ -4,11 +4,13 @@ counting the answers into an ``AuditReport``. Changes nothing."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from enforcer.engine import Enforcer, EngineSettings
 from enforcer.mapping import Mapping, MappingSource
 from ops import sources
-from ops.audit_report import AuditReport, Category, Finding, categorize
+from enforcer.decision import Outcome
+from ops.audit_report import AuditReport, Category, Finding, categorize, fix_command
 from ops.terminal import ProgressSink
 
 
@@ -35,16 +37,20 @@ def mappings_in_scope(mappings: Iterable[Mapping], prefix: str | None) -> list[M
     return inside
 
 
-def judge(engine: Enforcer, listed: sources.Listed) -> tuple[Finding, Mapping | None]:
+_NONCURRENT_ACTIONS = {Outcome.KEEP: "keep", Outcome.DELETE_VERSION: "delete", Outcome.LOCKED: "locked"}
+
+
+def judge(engine: Enforcer, listed: sources.Listed, source: str = "") -> tuple[Finding, Mapping | None]:
     ref = listed.ref
     try:
-        mapping, state, decision = engine.assess(ref)
+        mapping, state, decision = engine.assess(ref, noncurrent=not listed.is_latest)
     except Exception as exc:  # noqa: BLE001 - throttled or unreachable after retries: report, go on
         mapping = engine.mappings.lookup(ref.bucket, ref.key)
         return (
             Finding(
                 ref.bucket, ref.key, ref.version_id, listed.is_latest, mapping.prefix if mapping else None,
                 Category.ERROR, listed.size, listed.storage_class, reason=f"{type(exc).__name__}: {exc}",
+                fix="run the audit again: it was throttled or unreachable",
             ),
             mapping,
         )
@@ -66,7 +72,11 @@ def judge(engine: Enforcer, listed: sources.Listed) -> tuple[Finding, Mapping | 
         reason=decision.reason,
         tag_count=int((state.head.get("TagCount") if state else 0) or 0),
         old_version_action=decision.old_version_action,
+        noncurrent_action=_NONCURRENT_ACTIONS.get(decision.outcome),
+        decided=decision.kept.describe() if decision.kept else "",
     )
+    if finding.offending:
+        finding = replace(finding, fix=fix_command(finding, source))
     return finding, mapping
 
 
@@ -102,7 +112,7 @@ def run_audit(
     else:
         prefixes = [prefix]
     listing = counted(sources.list_objects(s3, bucket, prefixes, versions), sink, max_objects, report)
-    for _, future in sources.bounded_map(lambda item: judge(engine, item), listing, concurrency):
+    for _, future in sources.bounded_map(lambda item: judge(engine, item, source), listing, concurrency):
         finding, mapping = future.result()
         report.add(finding, mapping)
         sink.done()

@@ -10,6 +10,9 @@ prefixes to its key; it parses the options and wires the pieces below.
   cost estimate (``ops/pricing.py``) and the offenders.
 * ``--batch-operations`` hands the work to S3 Batch Operations (``ops/backfill_batch.py``
   over ``ops/batch_jobs.py``); ``--status`` tracks those jobs.
+* ``--versions`` also takes noncurrent versions: re-keyed in place where S3 allows it,
+  else settled by ``--noncurrent keep|delete`` (the run module says how); the dry run
+  shows what each choice would do.
 * Every table is drawn by ``ops/backfill_render.py``.
 """
 
@@ -40,6 +43,28 @@ class RekeyMethod(StrEnum):
 class OldVersionAction(StrEnum):
     DELETE = "delete"
     KEEP = "keep"
+
+
+class NoncurrentAction(StrEnum):
+    KEEP = "keep"
+    DELETE = "delete"
+
+
+# One text for both flags, shown under each, so that neither is mistaken for the other.
+VERSION_FLAGS_HELP = (
+    "Two different versions, two flags. --old-version-action: the version a copy REPLACES "
+    "(the current object that was re-keyed by copying it: after the copy it is noncurrent, delete or keep it). "
+    "--noncurrent (needs --versions): versions that were ALREADY noncurrent and that only a copy could re-key "
+    "(DSSE-KMS prefixes, locked versions): a copy would make them current, so they are never copied; keep "
+    "records the decision on the version (a tag: who, when), delete removes it and its history. Without "
+    "--noncurrent they are reported, never deleted. Noncurrent versions S3 can re-key in place (SSE-KMS) are "
+    "re-keyed with UpdateObjectEncryption pinned to their VersionId, whichever flag is given."
+)
+
+
+def _decided_by(aws: AwsTarget) -> str:
+    """Who a keep record names: the caller's ARN (GetCallerIdentity needs no permission)."""
+    return aws.client("sts").get_caller_identity()["Arn"]
 
 
 def _stack_old_version_action(stack: str | None, mapping_table: str | None) -> str:
@@ -79,7 +104,15 @@ def backfill_command(
         OldVersionAction | None,
         typer.Option("--old-version-action", help="Versioned buckets, copy path: delete or keep the replaced "
                      "version where the bucket's mapping sets no oldVersionAction (default: the stack's "
-                     "oldVersionAction with --stack, delete with --mapping-table)."),
+                     "oldVersionAction with --stack, delete with --mapping-table). " + VERSION_FLAGS_HELP),
+    ] = None,
+    versions: Annotated[
+        bool, typer.Option("--versions", help="Every version (ListObjectVersions), not just current objects.")
+    ] = False,
+    noncurrent: Annotated[
+        NoncurrentAction | None,
+        typer.Option("--noncurrent", help="keep or delete, for noncurrent versions no method can re-key. "
+                     + VERSION_FLAGS_HELP),
     ] = None,
     multipart_threshold: Annotated[
         int, typer.Option("--multipart-threshold", min=5 * 1024**2, max=5 * GIB,
@@ -133,6 +166,8 @@ def backfill_command(
             raise typer.Exit(0)
         if not bucket:
             raise sources.InputError("--bucket is required (except with --status)")
+        if noncurrent and not versions:
+            raise sources.InputError(f"--noncurrent {noncurrent} applies to noncurrent versions: add --versions")
         mappings = sources.resolve_mappings(aws, stack, mapping_table)
         label = sources.source_label(stack, mapping_table)
         bucket_mappings = sources.bucket_mappings(mappings, bucket, label)
@@ -157,13 +192,15 @@ def backfill_command(
             str(rekey_method),
             str(old_version_action) if old_version_action else _stack_old_version_action(stack, mapping_table),
             multipart_threshold,
+            noncurrent_action=str(noncurrent) if noncurrent else None,
+            decided_by=_decided_by(aws) if noncurrent is NoncurrentAction.KEEP and not dry_run else None,
         )
         # One connection per worker, plus the multipart part copies' own pool.
         s3 = aws.client("s3", pool=concurrency + settings.part_concurrency + 2)
         if dry_run:
             with progress_bar(err, f"Planning s3://{bucket}/{prefix or ''}") as sink:
                 plan = plan_backfill(s3, mappings, bucket, prefix=prefix, concurrency=concurrency, settings=settings,
-                                     prices=prices, source=label, progress=sink, inspect=inspect)
+                                     prices=prices, source=label, progress=sink, inspect=inspect, versions=versions)
             render_plan(plan, out, limit)
             raise typer.Exit(0)
         mapped_listing_prefixes(mappings, bucket, prefix)  # before a checkpoint file is created
@@ -174,7 +211,8 @@ def backfill_command(
         try:
             with progress_bar(err, f"Backfilling s3://{bucket}/{prefix or ''}") as sink:
                 report = run_backfill(s3, mappings, bucket, prefix=prefix, concurrency=concurrency,
-                                      checkpoint=checkpoint, settings=settings, progress=sink, inspect=inspect)
+                                      checkpoint=checkpoint, settings=settings, progress=sink, inspect=inspect,
+                                      versions=versions)
         finally:
             checkpoint.close()
     except sources.InputError as exc:

@@ -17,7 +17,9 @@ from ops import sources
 # Outcomes a resumed run does not touch again. Everything else (errors, grants to fix,
 # objects superseded by a newer write) is retried, which is what a resume after fixing
 # the cause should do.
-DONE_OUTCOMES = frozenset({Outcome.COMPLIANT, Outcome.REKEYED, Outcome.UNMAPPED, Outcome.GONE})
+DONE_OUTCOMES = frozenset(
+    {Outcome.COMPLIANT, Outcome.REKEYED, Outcome.UNMAPPED, Outcome.GONE, Outcome.KEPT, Outcome.DELETED}
+)
 ERROR = "error"  # a transient failure that outlived the SDK's retries
 
 

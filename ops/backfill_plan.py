@@ -1,5 +1,8 @@
 """The backfill's dry run: what a run would do per prefix and method, and what it would
-cost (``ops/pricing.py``); it only reads (LIST, HEAD)."""
+cost (``ops/pricing.py``); it only reads (LIST, HEAD, and the tags of noncurrent
+versions that have some). With ``versions``, the noncurrent versions that wait for an
+operator's choice are counted per prefix with what each ``--noncurrent`` choice would
+do to them (``NoncurrentChoice``)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from components.config import notification_prefixes
 from enforcer.decision import Method, target_allows_update_in_place
 from enforcer.engine import EngineSettings
 from enforcer.rekey import BucketAclModes
+from enforcer.versions import CHOICES
 from ops import pricing
 from ops.audit_report import AuditReport, Category
 from ops.audit_run import run_audit
@@ -32,6 +36,31 @@ class PlanRow:
 
 
 @dataclass
+class NoncurrentChoice:
+    """Noncurrent versions of one prefix that only a copy could re-key, and what each
+    ``--noncurrent`` choice would do to them."""
+
+    prefix: str
+    versions: int = 0
+    bytes: int = 0
+    locked: int = 0  # cannot be deleted: delete leaves them, reported
+    chosen: str | None = None  # the run's --noncurrent, None when not given
+
+    def effects(self) -> list[tuple[str, str, bool]]:
+        """(flag, what it does here, chosen) for each choice."""
+        out = []
+        for choice in CHOICES:
+            n = self.versions - self.locked if choice.action == "delete" else self.versions
+            effect = f"{n:,} version(s) {choice.effect}"
+            if choice.action == "delete" and self.locked:
+                effect += f" ({self.locked:,} locked: left, reported)"
+            out.append((f"--noncurrent {choice.action}", effect, self.chosen == choice.action))
+        out.append(("(neither)", f"{self.versions:,} version(s) reported as needing a choice; nothing deleted",
+                    self.chosen is None))
+        return out
+
+
+@dataclass
 class BackfillPlan:
     audit: AuditReport
     rows: list[PlanRow]
@@ -40,6 +69,7 @@ class BackfillPlan:
     prices: pricing.Prices
     jobs: int  # S3 Batch Operations jobs the same work would take (LambdaInvoke)
     batch_operations_fee: float
+    noncurrent: list[NoncurrentChoice] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +83,11 @@ class BackfillPlan:
             "batch_operations_fee_usd": self.batch_operations_fee,
             "prices": self.prices.as_dict(),
             "offenders": [f.as_dict() for f in self.audit.offenders],
+            "noncurrent_choices": [
+                {"prefix": c.prefix, "versions": c.versions, "bytes": c.bytes, "locked": c.locked,
+                 "chosen": c.chosen, "effects": {flag: effect for flag, effect, _ in c.effects()}}
+                for c in self.noncurrent
+            ],
         }
 
 
@@ -68,14 +103,15 @@ def plan_backfill(
     source: str = "",
     progress: ProgressSink | None = None,
     inspect: bool = False,
+    versions: bool = False,
 ) -> BackfillPlan:
     """What a backfill (run with the same ``inspect``) would do and cost; only reads (LIST, HEAD)."""
     settings = settings or engine_settings()
     prices = prices or pricing.Prices()
     prefixes = mapped_listing_prefixes(mappings, bucket, prefix)
     audit = run_audit(
-        s3, mappings, bucket, prefix=prefix, concurrency=concurrency, only_mapped=True, settings=settings,
-        source=source, progress=progress,
+        s3, mappings, bucket, prefix=prefix, versions=versions, concurrency=concurrency, only_mapped=True,
+        settings=settings, source=source, progress=progress,
     )
     copies_planned = any(f.method in (Method.COPY, Method.MULTIPART_COPY) for f in audit.offenders)
     reads_acl = copies_planned and BucketAclModes(s3).uses_acls(bucket)
@@ -86,7 +122,24 @@ def plan_backfill(
     rows: dict[tuple[str, str], PlanRow] = {}
     rekeyed_objects: Counter = Counter()  # prefix -> objects
     rekeyed_bytes: Counter = Counter()  # prefix -> bytes
+    choices: dict[str, NoncurrentChoice] = {}
     for f in audit.offenders:
+        if f.category is Category.NEEDS_CHOICE:
+            choice = choices.setdefault(f.prefix, NoncurrentChoice(f.prefix, chosen=settings.noncurrent_action))
+            choice.versions += 1
+            choice.bytes += f.size
+            choice.locked += f.noncurrent_action == "locked"
+            action = f.noncurrent_action if f.noncurrent_action in ("keep", "delete") else None
+            row = rows.setdefault((f.prefix, f"noncurrent: {action or 'no choice'}"),
+                                  PlanRow(f.prefix, f"noncurrent: {action or 'no choice'}"))
+            row.objects += 1
+            row.bytes += f.size
+            # A HEAD each; keep reads the tags and writes them back, delete is one DELETE.
+            row.requests += pricing.Requests(get_head=1 + (action == "keep"), put_copy_post=int(action == "keep"),
+                                             delete=int(action == "delete"))
+            rekeyed_objects[f.prefix] += 1
+            rekeyed_bytes[f.prefix] += f.size
+            continue
         if not f.method:
             continue
         row = rows.setdefault((f.prefix, f.method), PlanRow(f.prefix, f.method))
@@ -95,7 +148,8 @@ def plan_backfill(
         row.requests += pricing.rekey_requests(
             Method(f.method), f.size, f.sse_type, multipart_threshold=settings.multipart_threshold,
             reads_acl=reads_acl, has_tags=f.tag_count > 0, deletes_old_version=f.old_version_action == "delete",
-            update_first=update_first(audit.prefixes.get(f.prefix)),
+            # a noncurrent version is always inspected first (never the blind path)
+            update_first=f.is_latest and update_first(audit.prefixes.get(f.prefix)),
         )
         rekeyed_objects[f.prefix] += 1
         rekeyed_bytes[f.prefix] += f.size
@@ -128,5 +182,5 @@ def plan_backfill(
     fee = jobs * prices.batch_operations_per_job + audit.objects / 1e6 * prices.batch_operations_per_million_objects
     return BackfillPlan(
         audit, sorted(rows.values(), key=lambda r: (r.prefix, r.method)), total, pricing.cost_of(total, prices),
-        prices, jobs, fee,
+        prices, jobs, fee, [choices[p] for p in sorted(choices)],
     )

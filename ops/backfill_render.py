@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from enforcer.decision import Outcome
 from ops import batch_jobs, pricing
 from ops.audit_render import short_key
 from ops.backfill_plan import BackfillPlan
@@ -60,6 +61,7 @@ def render_plan(plan: BackfillPlan, console: Console, limit: int) -> None:
         f"{plan.jobs} job(s) and {audit.objects:,} tasks, plus the Lambda invocations.",
         highlight=False,
     )
+    render_noncurrent_choices(plan, console)
     if audit.offenders:
         shown = sorted(audit.offenders, key=lambda f: f.key)[:limit]
         offenders = Table(title=f"Offenders: first {len(shown)} of {audit.non_compliant}")
@@ -72,6 +74,19 @@ def render_plan(plan: BackfillPlan, console: Console, limit: int) -> None:
     else:
         console.print("[green]Every mapped object is already compliant; a backfill with --inspect would only "
                       "HEAD them.[/]")
+
+
+def render_noncurrent_choices(plan: BackfillPlan, console: Console) -> None:
+    """What each --noncurrent choice would do, per prefix, the chosen one marked."""
+    for choice in plan.noncurrent:
+        table = Table(title=f"{choice.prefix}: {choice.versions:,} noncurrent version(s) "
+                            f"({human_bytes(choice.bytes)}) only a copy could re-key, which would make them current")
+        table.add_column("Choice")
+        table.add_column("What it does")
+        table.add_column("This run")
+        for flag, effect, chosen in choice.effects():
+            table.add_row(flag, effect, "chosen" if chosen else "-", style="bold" if chosen else None)
+        console.print(table)
 
 
 def render_report(report: BackfillReport, console: Console, limit: int) -> None:
@@ -93,8 +108,12 @@ def render_report(report: BackfillReport, console: Console, limit: int) -> None:
         problems.add_column("Outcome")
         problems.add_column("Reason")
         for p in shown:
-            problems.add_row(p.key, p.outcome, p.reason[:160])
+            problems.add_row(p.key, p.outcome, p.reason[:300])
         console.print(problems)
+        waiting = sum(p.outcome == Outcome.NEEDS_CHOICE for p in report.problems)
+        if waiting:
+            console.print(f"{waiting:,} noncurrent version(s) wait for a choice: run again with --noncurrent "
+                          "keep|delete (--dry-run shows what each does). Nothing was deleted.", highlight=False)
     if report.checkpoint:
         hint = "interrupted; resume with" if report.interrupted else "checkpoint:"
         console.print(f"{hint} --resume {report.checkpoint}", highlight=False)

@@ -14,6 +14,14 @@ request; UpdateObjectEncryption is a write plus a KMS request) and counted as co
 Bounded concurrency (threads; clients sized to them, adaptive retries). The copies are
 ObjectCreated events too: the deployed enforcer sees them and finds them compliant (a
 HEAD and a journal row each, no second copy).
+
+``versions`` lists every version (ListObjectVersions). Current ones are handled as
+above; a noncurrent version is never copied (the copy would become the current object)
+but inspected and re-keyed in place by UpdateObjectEncryption pinned to its VersionId
+where S3 allows it, and otherwise settled by the operator's ``--noncurrent`` choice
+(``EngineSettings.noncurrent_action``): keep (recorded on the version as a tag,
+``enforcer/versions.py``) or delete. Without a choice such versions are reported as
+needing one, and nothing is deleted.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ DEFAULT_CONCURRENCY = 64
 
 PROBLEM_OUTCOMES = frozenset(
     {Outcome.SSE_C, Outcome.ACCESS_DENIED, Outcome.NEEDS_RESTORE, Outcome.LOOP_GUARD, Outcome.INVALID_MAPPING,
-     Outcome.LOCKED, Outcome.FAILED}
+     Outcome.LOCKED, Outcome.FAILED, Outcome.NEEDS_CHOICE}
 )
 
 
@@ -104,7 +112,7 @@ class _Tally:
         self._lock = threading.Lock()
 
     def add(self, listed: sources.Listed, result: Result | None, error: BaseException | None) -> None:
-        key = listed.ref.key
+        key = checkpoint_key(listed)
         # HEAD's size where there was one; an uninspected object has the listing's.
         size = result.before.size if result is not None and result.before is not None else listed.size
         if self.checkpoint:
@@ -122,12 +130,20 @@ class _Tally:
         self.sink.done()
 
 
+def checkpoint_key(listed: sources.Listed) -> str:
+    """The current object by its key, a noncurrent version by key and version (the
+    journal's form), so that a resumed ``--versions`` run tells them apart."""
+    return listed.ref.key if listed.is_latest else f"{listed.ref.key}?versionId={listed.ref.version_id}"
+
+
 def engine_settings(
-    rekey_method: str = "auto", old_version_action: str = "delete", multipart_threshold: int = 5 * GIB
+    rekey_method: str = "auto", old_version_action: str = "delete", multipart_threshold: int = 5 * GIB,
+    noncurrent_action: str | None = None, decided_by: str | None = None,
 ) -> EngineSettings:
     # principal_id None: the backfill's own earlier copies are judged, never loop-guarded.
     return EngineSettings(
-        rekey_method=rekey_method, old_version_action=old_version_action, multipart_threshold=multipart_threshold
+        rekey_method=rekey_method, old_version_action=old_version_action, multipart_threshold=multipart_threshold,
+        noncurrent_action=noncurrent_action, decided_by=decided_by,
     )
 
 
@@ -155,8 +171,10 @@ def run_backfill(
     stop: threading.Event | None = None,
     on_result=None,
     inspect: bool = False,
+    versions: bool = False,
 ) -> BackfillReport:
-    """Re-key every non-compliant current object under the mapped prefixes of ``bucket``.
+    """Re-key every non-compliant current object under the mapped prefixes of ``bucket``
+    (and, with ``versions``, every noncurrent version: see the module docstring).
 
     ``inspect``: HEAD every object first, even where UpdateObjectEncryption could be
     sent blind (see the module docstring for what each way costs).
@@ -175,9 +193,8 @@ def run_backfill(
     done = checkpoint.done if checkpoint else set()
 
     def todo():
-        # Current objects only: copying a noncurrent version in place would make it current.
-        for listed in sources.list_objects(s3, bucket, prefixes):
-            if listed.ref.key in done:
+        for listed in sources.list_objects(s3, bucket, prefixes, versions):
+            if checkpoint_key(listed) in done:
                 report.skipped += 1
                 continue
             sink.listed()
@@ -188,7 +205,8 @@ def run_backfill(
 
     def work(listed: sources.Listed) -> Result | BaseException:
         try:
-            result = process(listed.ref)
+            # Never the blind path for a noncurrent version: it must be judged as one.
+            result = process(listed.ref) if listed.is_latest else engine.process(listed.ref, noncurrent=True)
         except Exception as exc:  # noqa: BLE001 - transient after retries: recorded, retried on resume
             tally.add(listed, None, exc)
             return exc

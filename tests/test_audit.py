@@ -285,7 +285,12 @@ def test_stack_config_gives_the_same_answer_as_the_table(tenants, tmp_path, monk
     stack_doc, table_doc = json.loads(from_stack.stdout), json.loads(from_table.stdout)
     assert stack_doc["mappings_from"] == "stack audit"
     assert stack_doc["prefixes"] == table_doc["prefixes"]
+    # The same offenders; each one's fix names the mappings' source it was audited with.
+    fixes = {"stack": [o.pop("fix") for o in stack_doc["offenders"]],
+             "table": [o.pop("fix") for o in table_doc["offenders"]]}
     assert stack_doc["offenders"] == table_doc["offenders"]
+    assert all("--stack audit" in fix for fix in fixes["stack"] if "backfill" in fix)
+    assert all("--mapping-table mapping" in fix for fix in fixes["table"] if "backfill" in fix)
 
 
 @pytest.mark.parametrize(
