@@ -540,10 +540,12 @@ ENGINE_S3_CALLS = {
     "delete_object": ({"s3:DeleteObjectVersion"}, set()),  # always with a VersionId
     "get_bucket_ownership_controls": (set(), {"s3:GetBucketOwnershipControls"}),
     "get_bucket_replication": (set(), {"s3:GetReplicationConfiguration"}),
+    # the keep recorded on a version the engine keeps (enforcer/versions.py)
+    "put_object_tagging": ({"s3:PutObjectTagging", "s3:PutObjectVersionTagging"}, set()),
 }
-# Granted because the issue asks for the Version forms of Put tagging/ACL, although the
-# engine never writes tags or an ACL onto an existing version.
-ISSUE_ONLY_ACTIONS = {"s3:PutObjectVersionTagging", "s3:PutObjectVersionAcl"}
+# Granted because the issue asks for the Version form of Put ACL, although the engine
+# never writes an ACL onto an existing version.
+ISSUE_ONLY_ACTIONS = {"s3:PutObjectVersionAcl"}
 
 
 def engine_s3_operations() -> set[str]:
