@@ -187,6 +187,19 @@ CALLS: dict[tuple[str, str], tuple[Need, ...]] = {
         Need("kms:GenerateDataKey", ALERT_TOPIC_KEY, cite=SNS_KMS, via="sns"),
         Need("kms:Decrypt", ALERT_TOPIC_KEY, cite=SNS_KMS, via="sns"),
     ),
+    # --- SQS: the operator's `ops dlq` (ops/dlq.py), on the stack's queue and DLQ; the
+    # action of each operation is the SAR's row of that name, on resource type queue.
+    # ChangeMessageVisibilityBatch has no action of its own (the SAR has none): it is
+    # "a batch version of ChangeMessageVisibility" (SQS API Reference,
+    # API_ChangeMessageVisibilityBatch), so it needs that action.
+    ("sqs", "GetQueueUrl"): (Need("sqs:GetQueueUrl", QUEUE, cite=SAR_SQS),),
+    ("sqs", "GetQueueAttributes"): (Need("sqs:GetQueueAttributes", QUEUE, cite=SAR_SQS),),
+    ("sqs", "ReceiveMessage"): (Need("sqs:ReceiveMessage", QUEUE, cite=SAR_SQS),),
+    ("sqs", "ChangeMessageVisibilityBatch"): (Need("sqs:ChangeMessageVisibility", QUEUE, cite=SAR_SQS),),
+    ("sqs", "SendMessage"): (Need("sqs:SendMessage", QUEUE, cite=SAR_SQS),),
+    ("sqs", "DeleteMessage"): (Need("sqs:DeleteMessage", QUEUE, cite=SAR_SQS),),
+    ("sqs", "StartMessageMoveTask"): (Need("sqs:StartMessageMoveTask", QUEUE, cite=SAR_SQS),),
+    ("sqs", "ListMessageMoveTasks"): (Need("sqs:ListMessageMoveTasks", QUEUE, cite=SAR_SQS),),
     # --- STS
     ("sts", "GetCallerIdentity"): (),
 }

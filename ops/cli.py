@@ -25,6 +25,7 @@ from rich.table import Table
 from ops import deploy, stack_config
 from ops.audit import audit_command
 from ops.backfill import backfill_command
+from ops.dlq_render import dlq_app
 
 app = typer.Typer(
     name="ops",
@@ -57,7 +58,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 # The commands that call AWS themselves. The others would silently ignore the global
 # --endpoint-url/--region: deploys take the region from the stack's aws:region and
 # their endpoints from the aws provider, the sandbox serves its own endpoint (--port).
-AWS_COMMANDS = ("audit", "backfill")
+AWS_COMMANDS = ("audit", "backfill", "dlq")
 
 
 @app.callback()
@@ -92,6 +93,7 @@ def main(
 
 app.command("audit")(audit_command)
 app.command("backfill")(backfill_command)
+app.add_typer(dlq_app, name="dlq")
 
 
 # ---------------------------------------------------------------------------
