@@ -70,13 +70,13 @@ def test_every_command_is_registered():
     callbacks = {c.name: c.callback for c in app.registered_commands}
     assert callbacks["audit"] is audit_command
     assert callbacks["backfill"] is backfill_command
-    assert [g.name for g in app.registered_groups] == ["mappings"]
+    assert sorted(g.name for g in app.registered_groups) == ["dlq", "mappings"]
     result = invoke("audit", "--help")
     assert result.exit_code == 0 and "--versions" in result.output and "--endpoint-url" in result.output
 
 
 def test_every_help_renders_and_the_aws_commands_take_endpoint_and_region():
-    groups = {"mappings": ["list", "add", "remove"]}
+    groups = {"mappings": ["list", "add", "remove"], "dlq": ["list", "redrive"]}
     commands = [[c.name or c.callback.__name__] for c in app.registered_commands]
     commands += [[group, sub] for group, subs in groups.items() for sub in subs]
     for command in commands:
