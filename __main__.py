@@ -39,6 +39,7 @@ pulumi.export("functionName", enforcer.function.name)
 pulumi.export("alertTopicArn", enforcer.topic.arn)
 pulumi.export("roleArn", enforcer.role.arn)
 pulumi.export("enforcerPrincipalId", enforcer.principal_id)
+pulumi.export("dashboardUrl", enforcer.dashboard_url)
 pulumi.export("integratedBuckets", [t.bucket for t in targets])
 if demo is not None:
     pulumi.export("demoBucketNames", demo.bucket_names)

@@ -40,7 +40,6 @@ LOG_RETENTION_DAYS = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
 )
 
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PLAIN_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -52,6 +51,19 @@ class ConfigError(ValueError):
         super().__init__(
             "invalid s3-prefix-keys configuration:\n" + "\n".join(f"  - {p}" for p in problems)
         )
+
+
+class StackFileError(ConfigError):
+    """The stack file itself cannot be read (missing, not YAML, not a mapping): one
+    line naming the file and the fix, with no "invalid configuration" preamble, since
+    there is no configuration to judge yet."""
+
+    def __init__(self, problem: str):
+        super().__init__([problem])
+        self.args = (problem,)
+
+    def __str__(self) -> str:
+        return self.problems[0]
 
 
 def config_path(*segments: str | int) -> str:
@@ -137,8 +149,15 @@ def bucket_name_problem(name: str) -> str | None:
             "whole lifetime and no per-object override, so per-prefix keys cannot apply. Map a "
             "general purpose bucket instead"
         )
-    if not _BUCKET_NAME.match(name) or ".." in name or re.match(r"^\d+\.\d+\.\d+\.\d+$", name):
-        return "is not a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')"
+    # The one S3 bucket rule (length, characters, shape: an IP address, reserved
+    # prefixes and suffixes) lives with the other AWS name rules; imported here because
+    # components.names imports this module.
+    from components.names import RULES, S3_BUCKET, name_problem
+
+    problem = name_problem(S3_BUCKET, name)
+    if problem:
+        detail = problem.removeprefix(f"{RULES[S3_BUCKET].what} {name!r} ")
+        return f"is not a valid S3 bucket name: it {detail}; give the bucket's name as S3 lists it"
     return None
 
 
@@ -305,6 +324,13 @@ class StackConfig(_Model):
     # IAM's "managed policies attached per role" is 10 unless AWS raised it (to at
     # most 20); set this after a raise, so the grants may use the room.
     iam_managed_policies_per_role: int = Field(default=10, alias="iamManagedPoliciesPerRole", ge=1, le=20)
+    # The exposure alarm fires when p99 of the seconds an object sat under the wrong key
+    # passes this. Seconds are normal (batching window plus one re-key); the default sits
+    # above one redelivery at the default timeout (6 x 120 s visibility), so a single
+    # retried message does not page but a backlog does. At most 14 days: SQS keeps no
+    # message longer (MessageRetentionPeriod's maximum, API_SetQueueAttributes), so no
+    # event is processed later than that.
+    exposure_alarm_seconds: int = Field(default=900, alias="exposureAlarmSeconds", ge=1, le=14 * 24 * 3600)
     demo: bool = False
 
     @field_validator("alert_email")
@@ -425,18 +451,37 @@ def read_stack_file(path: str | Path) -> dict[str, Any]:
     # program runs, so load_pulumi_config never sees one.
     from ruamel.yaml import YAML
     from ruamel.yaml.constructor import DuplicateKeyError
+    from ruamel.yaml.error import YAMLError
 
     yaml = YAML(typ="safe", pure=True)
     yaml.allow_duplicate_keys = False
     try:
-        doc = yaml.load(Path(path).read_text()) or {}
+        doc = yaml.load(Path(path).read_text(encoding="utf-8")) or {}
     except DuplicateKeyError as exc:
-        raise ConfigError([f"{path}: duplicate key {exc.problem}; each prefix may be mapped once"]) from None
+        raise StackFileError(f"{path}: duplicate key {exc.problem}; each prefix may be mapped once") from None
     except FileNotFoundError:
-        raise ConfigError(
-            [f"{path}: no such stack file; create it with `pulumi stack init` or pass --stack"]
-        ) from None
-    return dict(doc.get("config") or {})
+        raise StackFileError(f"{path}: no such stack file; create it with `pulumi stack init` or pass --stack") from None
+    except IsADirectoryError:
+        raise StackFileError(f"{path}: is a directory, not a stack file; pass another --stack") from None
+    except UnicodeDecodeError:
+        raise StackFileError(f"{path}: not a text file (not UTF-8); restore the stack file from version control") from None
+    except YAMLError as exc:
+        raise StackFileError(yaml_syntax_problem(path, exc)) from None
+    config = doc.get("config") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or not isinstance(config, dict | None):
+        raise StackFileError(
+            f"{path}: not a Pulumi stack file (expected a mapping with a `config:` mapping); "
+            "fix the file, e.g. from `pulumi config` output or version control"
+        )
+    return dict(config or {})
+
+
+def yaml_syntax_problem(path: str | Path, exc: Exception) -> str:
+    """One line for a YAML syntax error: the file, where, what, and the fix."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    return f"{path}: not valid YAML{where}: {what}; correct the YAML there and run again"
 
 
 def load_stack_file(path: str | Path) -> StackConfig:

@@ -28,6 +28,7 @@ from components.access_policies import (
     topic_key_policy,
 )
 from components.config import NAMESPACE, BucketConfig, StackConfig
+from components.dashboard import dashboard_body, dashboard_url
 from components.event_filter import enforcer_filter_patterns, filter_criteria
 from components.packaging import (
     HANDLER,
@@ -39,6 +40,7 @@ from components.packaging import (
     layer_description,
 )
 from components.quotas import compact_json
+from enforcer import metric_names
 from enforcer.settings import GIB
 
 ENFORCER_TYPE = f"{NAMESPACE}:index:Enforcer"
@@ -326,7 +328,37 @@ class Enforcer(pulumi.ComponentResource):
                 dimensions={"FunctionName": self.function.name},
                 statistic="Sum",
             ),
+            # p99 over the period: the handler emits one value per re-keyed object.
+            self._alarm(
+                f"{name}-exposure",
+                description=f"p99 of the seconds objects sat under the wrong key passed "
+                f"exposureAlarmSeconds ({config.exposure_alarm_seconds} s): a backlog or retries",
+                namespace=metric_names.NAMESPACE,
+                metric_name=metric_names.EXPOSURE,
+                dimensions=metric_names.DIMENSIONS,
+                extended_statistic="p99",
+                threshold=config.exposure_alarm_seconds,
+            ),
         ]
+
+        # -- dashboard, one per stack
+        self.dashboard_name = stack_scoped_name("enforcer", names.CLOUDWATCH_DASHBOARD)
+        self.dashboard = aws.cloudwatch.Dashboard(
+            f"{name}-dashboard",
+            dashboard_name=self.dashboard_name,
+            dashboard_body=pulumi.Output.all(
+                self.queue.name, self.dead_letter_queue.name, self.function.name
+            ).apply(
+                lambda v: json.dumps(
+                    dashboard_body(
+                        region=self.region, queue_name=v[0], dead_letter_queue_name=v[1], function_name=v[2],
+                        exposure_alarm_seconds=config.exposure_alarm_seconds,
+                    )
+                )
+            ),
+            opts=child,
+        )
+        self.dashboard_url = dashboard_url(self.region, self.dashboard_name)
 
         self.register_outputs(
             {
@@ -339,6 +371,7 @@ class Enforcer(pulumi.ComponentResource):
                 "alertTopicArn": self.topic.arn,
                 "roleArn": self.role.arn,
                 "principalId": self.principal_id,
+                "dashboardUrl": self.dashboard_url,
             }
         )
 
@@ -369,12 +402,13 @@ class Enforcer(pulumi.ComponentResource):
         text = compact_json(plan.document)
         return pulumi.Output.all(*stand.values).apply(lambda v: stand.substitute(text, v))
 
-    def _alarm(self, name: str, *, description: str, **metric: Any) -> aws.cloudwatch.MetricAlarm:
+    def _alarm(self, name: str, *, description: str, threshold: float = 0, **metric: Any
+               ) -> aws.cloudwatch.MetricAlarm:
         return aws.cloudwatch.MetricAlarm(
             name,
             alarm_description=description,
             comparison_operator="GreaterThanThreshold",
-            threshold=0,
+            threshold=threshold,
             period=ALARM_PERIOD_SECONDS,
             evaluation_periods=1,
             treat_missing_data="notBreaching",

@@ -33,6 +33,7 @@ SQS_QUEUE = "sqs_queue"
 DYNAMODB_TABLE = "dynamodb_table"
 SNS_TOPIC = "sns_topic"
 CLOUDWATCH_ALARM = "cloudwatch_alarm"
+CLOUDWATCH_DASHBOARD = "cloudwatch_dashboard"
 
 _DIGEST_LENGTH = 8
 # A shortened name ends "-<digest>".
@@ -162,6 +163,12 @@ RULES: dict[str, NameRule] = {
             CLOUDWATCH_ALARM, "CloudWatch alarm name", 1, 255, r"[A-Za-z0-9_.-]",
             "https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricAlarm.html#API_PutMetricAlarm_RequestParameters",
         ),
+        # DashboardName: "The maximum length is 255, and valid characters are A-Z, a-z,
+        # 0-9, "-", and "_"."
+        NameRule(
+            CLOUDWATCH_DASHBOARD, "CloudWatch dashboard name", 1, 255, "[A-Za-z0-9_-]",
+            "https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutDashboard.html#API_PutDashboard_RequestParameters",
+        ),
     )
 }
 
@@ -180,6 +187,7 @@ RESOURCE_NAMES: dict[str, tuple[tuple[str, str], ...]] = {
     "aws:dynamodb/table:Table": (("name", DYNAMODB_TABLE),),
     "aws:sns/topic:Topic": (("name", SNS_TOPIC),),
     "aws:cloudwatch/metricAlarm:MetricAlarm": (("name", CLOUDWATCH_ALARM),),
+    "aws:cloudwatch/dashboard:Dashboard": (("dashboardName", CLOUDWATCH_DASHBOARD),),
 }
 
 

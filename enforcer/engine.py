@@ -45,6 +45,16 @@ REASON_UNINSPECTED = (
 )
 
 
+def exposure_seconds(event_time: datetime | None, completed: datetime) -> float | None:
+    """How long the object sat under the wrong key: from its write's event time until
+    its re-key completed, in seconds (milliseconds kept); None for a ref with no time."""
+    if event_time is None:
+        return None
+    # S3 stamps the event with its own clock; a function clock slightly behind it must
+    # not report a negative window.
+    return round(max(0.0, (completed - event_time).total_seconds()), 3)
+
+
 class ConflictPersisted(Exception):
     """409s kept coming; the message goes back to the queue for a later attempt."""
 
@@ -75,6 +85,7 @@ class Result:
     old_version: str | None = None  # deleted | kept (recorded on it) | kept: <why>
     fallback: str | None = None  # why UpdateObjectEncryption was not used
     replica: str | None = None  # what the object's replicas get (bucket replication rules)
+    exposure_seconds: float | None = None  # REKEYED only: see exposure_seconds()
 
     @property
     def alert(self) -> bool:
@@ -129,6 +140,15 @@ class Enforcer:
         return mapping, state, self._decide(state, mapping, ref, noncurrent=noncurrent, kept=kept)
 
     def process(self, ref: ObjectRef, *, refused: Exception | None = None, noncurrent: bool = False) -> Result:
+        """``_process``, with a re-key's exposure window measured when it completed."""
+        return self._timed(self._process(ref, refused=refused, noncurrent=noncurrent))
+
+    def _timed(self, result: Result) -> Result:
+        if result.outcome is not Outcome.REKEYED:
+            return result
+        return replace(result, exposure_seconds=exposure_seconds(result.ref.event_time, self._clock()))
+
+    def _process(self, ref: ObjectRef, *, refused: Exception | None = None, noncurrent: bool = False) -> Result:
         """Bring one object to its mapped encryption. Raises only for transient errors.
 
         ``refused``: how S3 already answered an UpdateObjectEncryption of this object
@@ -202,7 +222,8 @@ class Enforcer:
             return self.process(ref, refused=exc)  # the HEAD and decide() say what it needs
         except (rekey.Conflict, rekey.Superseded):
             return self.process(ref)  # S3 was busy with the object: judge it afresh
-        return Result(ref, Outcome.REKEYED, REASON_UNINSPECTED, Method.UPDATE_ENCRYPTION, target=mapping.target)
+        return self._timed(Result(ref, Outcome.REKEYED, REASON_UNINSPECTED, Method.UPDATE_ENCRYPTION,
+                                  target=mapping.target))
 
     # -- internals ----------------------------------------------------------
 

@@ -16,12 +16,21 @@ reports a live one as gone:
   ``+`` into a space.
 * **S3 Batch Operations** (schema 2.0) tasks carry ``s3Key`` URL-encoded, which
   Powertools decodes with ``unquote_plus``; see ``batch_operations.py``.
+
+Each ref also carries when the write happened, the start of its exposure window: a
+notification record's ``eventTime``, "in ISO-8601 format (for example,
+1970-01-01T00:00:00.000Z) when Amazon S3 finished processing the request" (*Event
+message structure*), or an EventBridge event's ``time`` (EventBridge User Guide,
+*AWS service event metadata*: "the event timestamp, which can be specified by the
+service originating the event"). A time that is missing or not
+ISO-8601 leaves ``event_time`` None: the object is still enforced, only not timed.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -40,6 +49,7 @@ class ObjectRef:
     principal_id: str | None = None  # userIdentity.principalId; None for EventBridge
     event_name: str | None = None
     delivery: str = "s3"  # s3 | sns | eventbridge | batch-operations | backfill
+    event_time: datetime | None = None  # when S3 finished the write (UTC); None off events
 
     @property
     def s3_path(self) -> str:
@@ -80,6 +90,19 @@ def _parse_doc(doc: Any, delivery: str) -> list[ObjectRef]:
     )
 
 
+def event_time(value: Any) -> datetime | None:
+    """An event's ISO-8601 time as an aware UTC datetime; None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        # 3.11's fromisoformat reads "Z" and fractional seconds, as S3 writes them.
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    # A time without an offset is read as UTC, the zone both shapes document.
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
 def _require(obj: Any, *path: str) -> Any:
     cur = obj
     for part in path:
@@ -113,6 +136,7 @@ def _parse_s3_records(records: Any, delivery: str) -> list[ObjectRef]:
                 principal_id=(rec.get("userIdentity") or {}).get("principalId"),
                 event_name=event_name,
                 delivery=delivery,
+                event_time=event_time(rec.get("eventTime")),
             )
         )
     return refs
@@ -132,5 +156,6 @@ def _parse_eventbridge(doc: dict[str, Any]) -> list[ObjectRef]:
             principal_id=None,
             event_name=f"ObjectCreated:{doc['detail'].get('reason', '')}",
             delivery="eventbridge",
+            event_time=event_time(doc.get("time")),
         )
     ]

@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from enforcer import batch_operations
+from enforcer import batch_operations, metric_names
 from enforcer.alerts import Alerts
 from enforcer.clients import aws_config
 from enforcer.decision import Outcome
@@ -38,7 +38,7 @@ from enforcer.mapping import DynamoMappings
 from enforcer.settings import Settings
 
 logger = Logger(service="s3-prefix-keys-enforcer")
-metrics = Metrics(namespace="S3PrefixKeys", service="enforcer")
+metrics = Metrics(namespace=metric_names.NAMESPACE, service=metric_names.SERVICE)
 copy_config_to_registered_loggers(source_logger=logger, include={"enforcer"})
 
 settings = Settings.from_env(os.environ)
@@ -118,12 +118,29 @@ def _emit_metrics(inv: Invocation) -> None:
         # Powertools (3.37) clears the metric set only when it prints it: disabled, every
         # invocation would add to it for the life of the container (or sandbox).
         return
-    counts = Counter(f"outcome_{r.outcome}" for r in inv.results)
-    counts.update(f"method_{r.method}" for r in inv.results if r.outcome is Outcome.REKEYED)
+    counts = Counter(metric_names.outcome_metric(r.outcome) for r in inv.results)
+    counts.update(metric_names.method_metric(r.method) for r in inv.results if r.outcome is Outcome.REKEYED)
     if inv.malformed:
-        counts["malformed_messages"] = inv.malformed
+        counts[metric_names.MALFORMED] = inv.malformed
     for name, value in sorted(counts.items()):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    # One value per re-keyed object, not an average: EMF takes a list of values per
+    # metric, and CloudWatch's percentiles (p50, p99) need every sample.
+    for r in inv.results:
+        if r.exposure_seconds is not None:
+            metrics.add_metric(name=metric_names.EXPOSURE, unit=MetricUnit.Seconds, value=r.exposure_seconds)
+
+
+def _flush_metrics() -> None:
+    """Print this invocation's metrics, if it has any.
+
+    Not ``log_metrics``: Powertools 3.37's ``flush_metrics`` warns "No application
+    metrics to publish" on an empty set before it looks at POWERTOOLS_METRICS_DISABLED,
+    so the sandbox (metrics disabled, hence none added) and an invocation with nothing
+    to count would warn every time. An empty set has nothing to print: skip it.
+    """
+    if metrics.metric_set:
+        metrics.flush_metrics()
 
 
 def _finish(inv: Invocation) -> set[str]:
@@ -134,9 +151,15 @@ def _finish(inv: Invocation) -> set[str]:
     return unjournaled
 
 
-@metrics.log_metrics(raise_on_empty_metrics=False)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:
+        return _handle(event, context)
+    finally:
+        _flush_metrics()  # what log_metrics did, failed invocations included
+
+
+def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _current
     _current = Invocation(
         journal=Journal(dynamodb, settings.log_table, settings.log_retention_days),

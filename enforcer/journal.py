@@ -40,6 +40,7 @@ def row_for(result: Result, timestamp: datetime, retention_days: int) -> dict[st
         "fallback": result.fallback,
         "replica": result.replica,
         "delivery": result.ref.delivery,
+        "exposure_seconds": result.exposure_seconds,
         "expires_at": int((timestamp + timedelta(days=retention_days)).timestamp()),
     }
     return {k: v for k, v in row.items() if v is not None}
@@ -50,6 +51,9 @@ def _attr(value: Any) -> dict[str, Any]:
         return {"BOOL": value}
     if isinstance(value, int):
         return {"N": str(value)}
+    if isinstance(value, float):
+        # Fixed-point: DynamoDB numbers are decimal strings, and repr() may give "1e-05".
+        return {"N": f"{value:.3f}"}
     return {"S": str(value)}
 
 
