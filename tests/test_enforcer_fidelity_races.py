@@ -324,7 +324,6 @@ def test_newer_put_while_part_copies_are_in_flight_survives_and_upload_is_aborte
         assert len(world.s3.list_object_versions(Bucket=bucket)["Versions"]) == 2  # nothing deleted
 
 
-@pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 def test_upload_is_aborted_only_after_the_running_part_copies_end(world, load_handler):
     handler = load_handler(MULTIPART_THRESHOLD_BYTES=str(5 * MIB))
     bucket = world.bucket("race-bucket")

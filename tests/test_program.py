@@ -250,7 +250,8 @@ def test_dev_graph_counts_per_type(dev):
         FUNCTION: 1,
         ESM: 1,
         LOG_GROUP: 1,
-        ALARM: 3,
+        ALARM: 4,  # DLQ depth, errors, throttles, exposure p99
+        "aws:cloudwatch/dashboard:Dashboard": 1,
         TOPIC: 1,
     }
     assert dict(dev.counts()) == expected
@@ -920,15 +921,18 @@ def test_alarms_watch_dlq_errors_and_throttles(dev):
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
         ("AWS/Lambda", "Errors"),
         ("AWS/Lambda", "Throttles"),
+        ("S3PrefixKeys", "exposure_seconds"),
     }
     assert alarms["AWS/SQS", "ApproximateNumberOfMessagesVisible"].inputs["dimensions"] == {
         "QueueName": dev.one(QUEUE, "enforcer-dlq").outputs["name"]
     }
     for metric in ("Errors", "Throttles"):
         assert alarms["AWS/Lambda", metric].inputs["dimensions"] == {"FunctionName": dev.one(FUNCTION).outputs["name"]}
-    for alarm in alarms.values():
+    for key, alarm in alarms.items():
         assert alarm.inputs["alarmActions"] == [topic_arn]
-        assert alarm.inputs["threshold"] == 0
+        # Any DLQ message, error or throttle alarms; exposure alarms above its threshold.
+        expected = load_stack_file(DEV).exposure_alarm_seconds if key[0] == "S3PrefixKeys" else 0
+        assert alarm.inputs["threshold"] == expected
         assert alarm.inputs["comparisonOperator"] == "GreaterThanThreshold"
 
 
