@@ -181,6 +181,8 @@ CALLS: dict[tuple[str, str], tuple[Need, ...]] = {
     ("dynamodb", "Query"): (Need("dynamodb:Query", MAPPING_TABLE, cite=SAR_DYNAMODB),),
     ("dynamodb", "BatchWriteItem"): (Need("dynamodb:BatchWriteItem", LOG_TABLE, cite=SAR_DYNAMODB),),
     ("dynamodb", "DescribeTable"): (Need("dynamodb:DescribeTable", MAPPING_TABLE, cite=SAR_DYNAMODB),),
+    # ops only (the operator's credentials): reading a whole mapping or log table
+    ("dynamodb", "Scan"): (Need("dynamodb:Scan", MAPPING_TABLE, cite=SAR_DYNAMODB),),
     # --- SNS, to a topic encrypted with a customer managed key
     ("sns", "Publish"): (
         Need("sns:Publish", ALERT_TOPIC, cite=SAR_SNS),
