@@ -5,6 +5,9 @@ prefixes to its key; it parses the options and wires the pieces below.
   own code path, with bounded concurrency.
 * A checkpoint file (``ops/backfill_checkpoint.py``: append-only JSONL, flushed per
   object) so an interrupted run resumes without redoing finished objects: ``--resume FILE``.
+  It and the run's JSON report (``--output FILE``) go to the state directory
+  (``$XDG_STATE_HOME/s3-prefix-keys/backfill/``) unless named; both paths are printed
+  before the run starts.
 * ``--dry-run`` changes nothing (``ops/backfill_plan.py``): it judges each object with
   ``Enforcer.assess`` and prints the plan (objects and bytes per prefix and method), a
   cost estimate (``ops/pricing.py``) and the offenders.
@@ -18,17 +21,21 @@ prefixes to its key; it parses the options and wires the pieces below.
 
 from __future__ import annotations
 
+import json
+import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from botocore.utils import is_valid_uri
+from typer.core import TyperCommand
 
-from components.config import load_stack_file, stack_file
+from components.config import bucket_name_problem, load_stack_file, stack_file
 from enforcer.engine import GIB
 from ops import backfill_batch, batch_jobs, pricing, sources
 from ops.aws import Target as AwsTarget
-from ops.backfill_checkpoint import Checkpoint, default_checkpoint_path
+from ops.backfill_checkpoint import Checkpoint, run_files
 from ops.backfill_plan import plan_backfill
 from ops.backfill_render import render_plan, render_report
 from ops.backfill_run import DEFAULT_CONCURRENCY, engine_settings, mapped_listing_prefixes, run_backfill
@@ -62,6 +69,49 @@ VERSION_FLAGS_HELP = (
 )
 
 
+def endpoint_url_problem(endpoint_url: str | None, name: str = "--endpoint-url") -> str | None:
+    """Why botocore would refuse an endpoint, as one line with the fix, or None.
+
+    botocore's EndpointCreator raises a bare ``ValueError: Invalid endpoint`` unless
+    ``is_valid_uri`` holds: a scheme and a host (botocore/endpoint.py, create_endpoint),
+    so ``127.0.0.1:4566`` fails at the first client, with a traceback.
+    """
+    if not endpoint_url or is_valid_uri(endpoint_url):
+        return None
+    example = endpoint_url if "://" in endpoint_url else f"http://{endpoint_url}"
+    if not is_valid_uri(example):
+        example = "http://127.0.0.1:4566"
+    return f"{name} {endpoint_url!r} is not a URL: give the scheme and host, e.g. {example}"
+
+
+def _check_endpoint(endpoint_url: str | None) -> None:
+    # The global --endpoint-url arrives as AWS_ENDPOINT_URL (ops/cli.py), and a user's
+    # own environment may set it too.
+    problem = endpoint_url_problem(endpoint_url) or endpoint_url_problem(
+        os.environ.get("AWS_ENDPOINT_URL"), "AWS_ENDPOINT_URL")
+    if problem:
+        raise sources.InputError(problem)
+
+
+def _writable_report(path: Path) -> Path:
+    if path.is_dir():
+        raise sources.InputError(f"--output {path} is a directory; name a file, e.g. {path}/report.json")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise sources.InputError(f"--output {path}: cannot create {path.parent} ({exc.strerror}); "
+                                 "name a file in a writable directory") from None
+    return path
+
+
+def _write_report(path: Path, data: dict) -> None:
+    try:
+        path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise sources.InputError(f"--output {path}: cannot write it ({exc.strerror}); "
+                                 "name a file in a writable directory") from None
+
+
 def _decided_by(aws: AwsTarget) -> str:
     """Who a keep record names: the caller's ARN (GetCallerIdentity needs no permission)."""
     return aws.client("sts").get_caller_identity()["Arn"]
@@ -74,6 +124,20 @@ def _stack_old_version_action(stack: str | None, mapping_table: str | None) -> s
     return load_stack_file(stack_file(stack or "dev", sources.STACK_ROOT)).old_version_action
 
 
+class PlainHelpCommand(TyperCommand):
+    """``--help`` through click's own formatter instead of rich's panel.
+
+    The backfill has some thirty options, and rich's panel shares the width among its
+    columns evenly: at 80 columns it ellipsizes option names (``--old-version-ac…``) and
+    long words of the help. Click's formatter never cuts: it wraps the help at word
+    boundaries and puts it below an option name that is too long for its column.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rich_markup_mode = None  # TyperCommand.format_help: None takes click's formatter
+
+
 def backfill_command(
     bucket: Annotated[str | None, typer.Option("--bucket", help="Bucket to backfill (not needed with --status).")] = None,
     prefix: sources.PrefixOption = None,
@@ -81,7 +145,13 @@ def backfill_command(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Objects re-keyed at once.")] = DEFAULT_CONCURRENCY,
     resume: Annotated[
         Path | None,
-        typer.Option("--resume", help="Checkpoint file: skip the objects it records as done, append the rest."),
+        typer.Option("--resume", help="Checkpoint file: skip the objects it records as done, append the rest "
+                     "(default: a new one in $XDG_STATE_HOME/s3-prefix-keys/backfill/)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Write the run's report (the plan, with --dry-run) as JSON here "
+                     "(default: beside the checkpoint in $XDG_STATE_HOME/s3-prefix-keys/backfill/)."),
     ] = None,
     stack: sources.StackOption = None,
     mapping_table: sources.MappingTableOption = None,
@@ -134,7 +204,7 @@ def backfill_command(
                            help="Jobs wait for an explicit go (default) or start at once.")
     ] = True,
     inventory_manifest: Annotated[
-        str | None, typer.Option("--inventory-manifest", help="s3://…/manifest.json of an S3 Inventory (CSV).")
+        str | None, typer.Option("--inventory-manifest", help="s3://BUCKET/PATH/manifest.json of an S3 Inventory (CSV).")
     ] = None,
     inventory_manifest_etag: Annotated[
         str | None, typer.Option("--inventory-manifest-etag", help="ETag of that manifest (default: read from S3).")
@@ -161,6 +231,7 @@ def backfill_command(
     out = make_console()
     aws = AwsTarget(endpoint_url, region)
     try:
+        _check_endpoint(endpoint_url)
         if status:
             backfill_batch.show_status(aws, out, account_id, job_id, limit)
             raise typer.Exit(0)
@@ -168,6 +239,9 @@ def backfill_command(
             raise sources.InputError("--bucket is required (except with --status)")
         if noncurrent and not versions:
             raise sources.InputError(f"--noncurrent {noncurrent} applies to noncurrent versions: add --versions")
+        problem = bucket_name_problem(bucket)
+        if problem:
+            raise sources.InputError(f"--bucket {bucket!r} {problem}")
         mappings = sources.resolve_mappings(aws, stack, mapping_table)
         label = sources.source_label(stack, mapping_table)
         bucket_mappings = sources.bucket_mappings(mappings, bucket, label)
@@ -197,17 +271,30 @@ def backfill_command(
         )
         # One connection per worker, plus the multipart part copies' own pool.
         s3 = aws.client("s3", pool=concurrency + settings.part_concurrency + 2)
+        files = run_files(bucket, resume, output, dry_run)
         if dry_run:
+            _writable_report(files.report)
+            err.print(f"Plan report: {files.report}", highlight=False, soft_wrap=True)
             with progress_bar(err, f"Planning s3://{bucket}/{prefix or ''}") as sink:
                 plan = plan_backfill(s3, mappings, bucket, prefix=prefix, concurrency=concurrency, settings=settings,
                                      prices=prices, source=label, progress=sink, inspect=inspect, versions=versions)
             render_plan(plan, out, limit)
+            _write_report(files.report, {"bucket": bucket, "prefix": prefix, "dry_run": True, **plan.as_dict()})
             raise typer.Exit(0)
         mapped_listing_prefixes(mappings, bucket, prefix)  # before a checkpoint file is created
-        checkpoint = Checkpoint(resume or default_checkpoint_path(bucket), bucket, prefix)
-        if checkpoint.done:
+        _writable_report(files.report)
+        checkpoint = Checkpoint(files.checkpoint, bucket, prefix)
+        if resume is not None and checkpoint.fresh:
+            # Never a silent fresh start: a mistyped --resume would redo every object.
+            err.print(f"--resume {resume} does not exist yet: starting a new checkpoint at {checkpoint.path}",
+                      highlight=False, soft_wrap=True)
+        elif checkpoint.fresh:
+            err.print(f"Checkpoint: {checkpoint.path} (if interrupted, resume with --resume {checkpoint.path})",
+                      highlight=False, soft_wrap=True)
+        else:
             err.print(f"Resuming from {checkpoint.path}: {len(checkpoint.done):,} object(s) already done.",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
+        err.print(f"Report: {files.report}", highlight=False, soft_wrap=True)
         try:
             with progress_bar(err, f"Backfilling s3://{bucket}/{prefix or ''}") as sink:
                 report = run_backfill(s3, mappings, bucket, prefix=prefix, concurrency=concurrency,
@@ -215,6 +302,7 @@ def backfill_command(
                                       versions=versions)
         finally:
             checkpoint.close()
+        _write_report(files.report, report.as_dict())
     except sources.InputError as exc:
         raise fail_input(err, str(exc)) from None
     except typer.Exit:

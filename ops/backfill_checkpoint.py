@@ -1,11 +1,13 @@
-"""The backfill's checkpoint file (append-only JSONL) and the outcomes a resumed run
-counts as done."""
+"""The backfill's checkpoint file (append-only JSONL), where it and the run's report go
+by default, and the outcomes a resumed run counts as done."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,15 +42,31 @@ class Checkpoint:
         self.previous: Counter = Counter()  # outcome -> objects, from earlier runs
         self.torn_lines = 0
         self._lock = threading.Lock()
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
-        if not fresh:
-            self._load(bucket)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
-        if not fresh and not self._ends_with_newline():
+        if self.path.is_dir():
+            raise CheckpointMismatch(
+                f"{self.path} is a directory; pass a checkpoint file, e.g. {self.path / 'run.checkpoint.jsonl'} "
+                "for a new one, or leave out --resume"
+            )
+        # A new run: no file, or an empty one (created, killed before the header).
+        self.fresh = not self.path.exists() or self.path.stat().st_size == 0
+        if not self.fresh:
+            try:
+                self._load(bucket)
+            except OSError as exc:
+                raise sources.InputError(
+                    f"cannot read the checkpoint {self.path}: {exc.strerror or exc}; pass a readable --resume FILE"
+                ) from None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise sources.InputError(
+                f"cannot write the checkpoint {self.path}: {exc.strerror or exc}; pass a writable --resume FILE"
+            ) from None
+        if not self.fresh and not self._ends_with_newline():
             # End the torn line, or the next entry would be glued onto it and lost too.
             self._file.write("\n")
-        if fresh:
+        if self.fresh:
             self._write({"type": "backfill", "bucket": bucket, "prefix": prefix, "started": _now()})
 
     def _ends_with_newline(self) -> bool:
@@ -57,16 +75,24 @@ class Checkpoint:
             return f.read(1) == b"\n"
 
     def _load(self, bucket: str) -> None:
-        with self.path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f):
+        not_ours = CheckpointMismatch(
+            f"{self.path} is not a backfill checkpoint file (its first line is not a backfill header); "
+            "pass the file a backfill printed, or leave out --resume to start a new one"
+        )
+        # Binary lines: a torn last line may end inside a multi-byte UTF-8 character,
+        # and a file that is not a checkpoint at all (binary) must not raise mid-decode.
+        with self.path.open("rb") as f:
+            for number, raw in enumerate(f):
                 try:
-                    entry = json.loads(line)
-                except ValueError:
+                    entry = json.loads(raw.decode("utf-8"))
+                except ValueError:  # UnicodeDecodeError is a ValueError too
+                    if number == 0:
+                        raise not_ours from None
                     self.torn_lines += 1
                     continue
                 if number == 0:
-                    if entry.get("type") != "backfill":
-                        raise CheckpointMismatch(f"{self.path} is not a backfill checkpoint file")
+                    if not isinstance(entry, dict) or entry.get("type") != "backfill":
+                        raise not_ours
                     if entry.get("bucket") != bucket:
                         raise CheckpointMismatch(
                             f"{self.path} is the checkpoint of bucket {entry.get('bucket')!r}, not {bucket!r}; "
@@ -127,5 +153,32 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def default_checkpoint_path(bucket: str) -> Path:
-    return Path(f"backfill-{bucket}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.checkpoint.jsonl")
+STATE_SUBDIR = Path("s3-prefix-keys") / "backfill"
+
+
+def state_dir() -> Path:
+    """Where a backfill keeps its checkpoints and reports unless told otherwise:
+    ``$XDG_STATE_HOME/s3-prefix-keys/backfill``, else ``~/.local/state/s3-prefix-keys/backfill``.
+
+    The XDG Base Directory Specification 0.8: state "that should persist between
+    (application) restarts", default ``$HOME/.local/state`` when the variable "is either
+    not set or empty", and a relative path in it is to be ignored
+    (https://specifications.freedesktop.org/basedir-spec/0.8/ar01s03.html and ar01s02.html).
+    """
+    base = os.environ.get("XDG_STATE_HOME", "")
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".local" / "state"
+    return root / STATE_SUBDIR
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """A run's checkpoint and report paths; the defaults share one bucket-and-time stem."""
+
+    checkpoint: Path
+    report: Path
+
+
+def run_files(bucket: str, resume: Path | None, output: Path | None, dry_run: bool = False) -> RunFiles:
+    stem = state_dir() / f"{bucket}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    report = output or stem.with_name(stem.name + (".plan.json" if dry_run else ".report.json"))
+    return RunFiles(resume or stem.with_name(stem.name + ".checkpoint.jsonl"), report)

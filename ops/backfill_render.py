@@ -1,5 +1,10 @@
 """The backfill's output as rich tables: the dry-run plan and cost, the run's report, and
-the S3 Batch Operations jobs and their status."""
+the S3 Batch Operations jobs and their status.
+
+Text columns fold (wrap inside a word where they must) instead of rich's default
+ellipsis, so that at 80 columns a prefix, key or reason is shown whole, over several
+lines; counts never wrap.
+"""
 
 from __future__ import annotations
 
@@ -21,22 +26,31 @@ def human_bytes(n: float) -> str:
     return f"{n} B"
 
 
+def _text_columns(table: Table, *names: str) -> Table:
+    for name in names:
+        table.add_column(name, overflow="fold")
+    return table
+
+
+def _count_columns(table: Table, *names: str) -> Table:
+    for name in names:
+        table.add_column(name, justify="right", no_wrap=True)
+    return table
+
+
 def render_plan(plan: BackfillPlan, console: Console, limit: int) -> None:
     audit = plan.audit
     table = Table(title=f"Dry run: backfill plan for s3://{audit.bucket}/{audit.prefix or ''} (nothing was changed)")
-    for name, justify in (("Prefix", "left"), ("Method", "left"), ("Objects", "right"), ("Bytes", "right"),
-                          ("S3 requests", "right"), ("KMS requests (max)", "right")):
-        table.add_column(name, justify=justify)
+    _text_columns(table, "Prefix", "Method")
+    _count_columns(table, "Objects", "Bytes", "S3 requests", "KMS requests (max)")
     for r in plan.rows:
         table.add_row(r.prefix, r.method, f"{r.objects:,}", human_bytes(r.bytes), f"{r.requests.s3_total():,}",
                       f"{r.requests.kms:,}")
     console.print(table)
     q, c, p = plan.requests, plan.cost, plan.prices
     cost = Table(title="Cost estimate (USD; prices in ops/pricing.py, override with --price NAME=VALUE)")
-    cost.add_column("Item")
-    cost.add_column("Requests", justify="right")
-    cost.add_column("Price", justify="right")
-    cost.add_column("Cost", justify="right")
+    _text_columns(cost, "Item")
+    _count_columns(cost, "Requests", "Price", "Cost")
     cost.add_row("S3 LIST + PUT/COPY/POST", f"{q.list + q.put_copy_post:,}", f"${p.put_copy_post_list_per_1000}/1,000",
                  f"${(q.list + q.put_copy_post) * p.put_copy_post_list_per_1000 / 1000:,.4f}")
     cost.add_row("S3 HEAD/GET", f"{q.get_head:,}", f"${p.get_head_per_1000}/1,000",
@@ -65,11 +79,10 @@ def render_plan(plan: BackfillPlan, console: Console, limit: int) -> None:
     if audit.offenders:
         shown = sorted(audit.offenders, key=lambda f: f.key)[:limit]
         offenders = Table(title=f"Offenders: first {len(shown)} of {audit.non_compliant}")
-        for name in ("Key", "Category", "Now", "Method"):
-            offenders.add_column(name)
+        _text_columns(offenders, "Key", "Category", "Now", "Method")
         for f in shown:
             now = f"{f.sse_type or 'none'} {short_key(f.kms_key_arn) if f.kms_key_arn else ''}".strip()
-            offenders.add_row(f.key, str(f.category), now, f.method or f.reason[:70])
+            offenders.add_row(f.key, str(f.category), now, f.method or f.reason)
         console.print(offenders)
     else:
         console.print("[green]Every mapped object is already compliant; a backfill with --inspect would only "
@@ -81,9 +94,7 @@ def render_noncurrent_choices(plan: BackfillPlan, console: Console) -> None:
     for choice in plan.noncurrent:
         table = Table(title=f"{choice.prefix}: {choice.versions:,} noncurrent version(s) "
                             f"({human_bytes(choice.bytes)}) only a copy could re-key, which would make them current")
-        table.add_column("Choice")
-        table.add_column("What it does")
-        table.add_column("This run")
+        _text_columns(table, "Choice", "What it does", "This run")
         for flag, effect, chosen in choice.effects():
             table.add_row(flag, effect, "chosen" if chosen else "-", style="bold" if chosen else None)
         console.print(table)
@@ -91,8 +102,8 @@ def render_noncurrent_choices(plan: BackfillPlan, console: Console) -> None:
 
 def render_report(report: BackfillReport, console: Console, limit: int) -> None:
     table = Table(title=f"Backfill of s3://{report.bucket}/{report.prefix or ''}")
-    for name, justify in (("Outcome", "left"), ("Method", "left"), ("Objects", "right"), ("Bytes", "right")):
-        table.add_column(name, justify=justify)
+    _text_columns(table, "Outcome", "Method")
+    _count_columns(table, "Objects", "Bytes")
     for (outcome, method), n in sorted(report.counts.items()):
         table.add_row(outcome, method or "-", f"{n:,}", human_bytes(report.bytes[(outcome, method)]))
     if report.skipped:
@@ -104,11 +115,9 @@ def render_report(report: BackfillReport, console: Console, limit: int) -> None:
     if report.problems:
         shown = report.problems[:limit]
         problems = Table(title=f"Need attention: first {len(shown)} of {len(report.problems)}")
-        problems.add_column("Key")
-        problems.add_column("Outcome")
-        problems.add_column("Reason")
+        _text_columns(problems, "Key", "Outcome", "Reason")
         for p in shown:
-            problems.add_row(p.key, p.outcome, p.reason[:300])
+            problems.add_row(p.key, p.outcome, p.reason)
         console.print(problems)
         waiting = sum(p.outcome == Outcome.NEEDS_CHOICE for p in report.problems)
         if waiting:
@@ -122,10 +131,7 @@ def render_report(report: BackfillReport, console: Console, limit: int) -> None:
 def render_jobs(created: list[batch_jobs.CreatedJob] | None, planned: list[batch_jobs.PlannedJob],
                 skipped: list[batch_jobs.SkippedJob], console: Console) -> None:
     table = Table(title="S3 Batch Operations jobs" + (" (dry run: not created)" if created is None else ""))
-    table.add_column("Prefix")
-    table.add_column("Operation")
-    table.add_column("Covers")
-    table.add_column("Job id")
+    _text_columns(table, "Prefix", "Operation", "Covers", "Job id")
     ids = {id(c.job): c.job_id for c in created or []}
     for job in planned:
         table.add_row(job.prefix or "(inventory manifest)", job.operation, ", ".join(job.covers),
@@ -144,9 +150,8 @@ def render_status(statuses: list[batch_jobs.JobStatus], console: Console, limit:
         console.print("No s3-prefix-keys Batch Operations jobs in this account and region.")
         return
     table = Table(title="S3 Batch Operations jobs")
-    for name, justify in (("Job id", "left"), ("Description", "left"), ("Status", "left"), ("Tasks", "right"),
-                          ("Succeeded", "right"), ("Failed", "right")):
-        table.add_column(name, justify=justify)
+    _text_columns(table, "Job id", "Description", "Status")
+    _count_columns(table, "Tasks", "Succeeded", "Failed")
     for s in statuses:
         status = s.status + (f" ({s.suspended_cause})" if s.suspended_cause else "")
         table.add_row(s.job_id, s.description, status, _n(s.total), _n(s.succeeded), _n(s.failed))
@@ -157,9 +162,8 @@ def render_status(statuses: list[batch_jobs.JobStatus], console: Console, limit:
         if s.report is None:
             continue
         results = Table(title=f"Completion report of {s.job_id} ({s.report.location})")
-        results.add_column("Task status")
-        results.add_column("Result")
-        results.add_column("Tasks", justify="right")
+        _text_columns(results, "Task status", "Result")
+        _count_columns(results, "Tasks")
         for (status, outcome), n in sorted(s.report.results.items()):
             results.add_row(status, outcome, f"{n:,}")
         console.print(results)

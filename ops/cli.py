@@ -24,7 +24,7 @@ from rich.table import Table
 
 from ops import deploy, stack_config
 from ops.audit import audit_command
-from ops.backfill import backfill_command
+from ops.backfill import PlainHelpCommand, backfill_command, endpoint_url_problem
 from ops.dlq_render import dlq_app
 
 app = typer.Typer(
@@ -74,6 +74,9 @@ def main(
         typer.Option("--region", help="AWS region for audit and backfill (the command's own --region wins)."),
     ] = None,
 ) -> None:
+    problem = endpoint_url_problem(endpoint_url)
+    if problem:
+        fail(problem)
     if (endpoint_url or region) and ctx.invoked_subcommand not in AWS_COMMANDS:
         given = [name for name, value in (("--endpoint-url", endpoint_url), ("--region", region)) if value]
         verb, pronoun = ("apply", "them") if len(given) > 1 else ("applies", "it")
@@ -92,7 +95,8 @@ def main(
 
 
 app.command("audit")(audit_command)
-app.command("backfill")(backfill_command)
+# Plain click help: rich's panel cuts option names at 80 columns (PlainHelpCommand says why).
+app.command("backfill", cls=PlainHelpCommand)(backfill_command)
 app.add_typer(dlq_app, name="dlq")
 
 
@@ -284,6 +288,8 @@ def mappings_list(stack: StackOption = "dev") -> None:
 
 def _report_change(result: stack_config.ChangeResult, what: str) -> None:
     out = console()
+    for warning in result.warnings:
+        console(stderr=True).print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     for note in result.notes:
         out.print(f"[yellow]note:[/] {note}", highlight=False)
     via = "pulumi config (Automation API)" if result.written_via is stack_config.Writer.PULUMI else result.path.name

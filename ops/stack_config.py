@@ -27,6 +27,7 @@ from typing import Any, Literal
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import YAMLError
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from components.config import (
@@ -38,6 +39,7 @@ from components.config import (
     config_path,
     load_stack_file,
     stack_file,
+    yaml_syntax_problem,
 )
 
 BUCKETS = "buckets"
@@ -204,17 +206,21 @@ class StackDocument:
     @classmethod
     def load(cls, path: Path) -> StackDocument:
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise MappingError(
                 f"{path}: no such stack file; create the stack (`pulumi stack init <name>`) or pass an "
                 "existing one with --stack"
             ) from None
+        except (IsADirectoryError, UnicodeDecodeError):
+            raise MappingError(f"{path}: not a text stack file; pass another --stack") from None
         try:
             indentation = Indentation.guess(text)
             doc = _yaml().load(text)
         except DuplicateKeyError as exc:
             raise MappingError(f"{path}: duplicate key {exc.problem}; each key may appear once") from None
+        except YAMLError as exc:
+            raise MappingError(yaml_syntax_problem(path, exc)) from None
         if doc is None:
             doc = CommentedMap()
         if not isinstance(doc, dict):
@@ -306,6 +312,7 @@ class ChangeResult:
     written_via: Writer
     config: StackConfig
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 # (stack name, root) -> an automation Stack, or raises; deploy.py provides the real one.
@@ -379,13 +386,28 @@ def change_mappings(
     return ChangeResult(stack, path, edits, Writer.FILE, config, notes)
 
 
+def prefix_warning(prefix: str) -> str | None:
+    """Why a valid prefix may not mean what it says: S3 prefixes are literal string
+    prefixes, so ``t1`` also covers ``t10/`` and ``t1-archive/``."""
+    if prefix.endswith("/") or not prefix.strip():
+        return None
+    return (
+        f"prefix {prefix!r} has no trailing '/', so it also matches every key that starts with it, "
+        f"such as {prefix}0/ and {prefix}-old/; if you meant the folder, map --prefix {prefix}/ instead"
+    )
+
+
 def add_mapping(
     stack: str, bucket: str, prefix: str, key_arn: str, dsse: bool = False, bucket_key: bool | None = None,
     **kwargs: Any,
 ) -> ChangeResult:
-    return change_mappings(
+    result = change_mappings(
         stack, lambda doc: plan_add(doc.buckets, bucket, prefix, key_arn, dsse, bucket_key), **kwargs
     )
+    warning = prefix_warning(prefix)
+    if warning:
+        result.warnings.append(warning)
+    return result
 
 
 def remove_mapping(stack: str, bucket: str, prefix: str, **kwargs: Any) -> ChangeResult:

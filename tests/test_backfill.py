@@ -61,7 +61,14 @@ def mappings(world):
 
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # a run without --resume writes its checkpoint to the cwd
+    # A run without --resume/--output writes to the XDG state directory: a fresh one
+    # per test, and a working directory that must stay empty.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
+def state_files(pattern: str = "*") -> list[Path]:
+    return sorted((Path.cwd() / "state" / "s3-prefix-keys" / "backfill").glob(pattern))
 
 
 @pytest.fixture
@@ -481,13 +488,48 @@ def test_bad_input_exits_2(tenants, args, message):
     result = cli("--bucket", BUCKET, "--mapping-table", "mapping", *args)
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
-    assert list(Path.cwd().glob("*.checkpoint.jsonl")) == []  # refused before any file was made
+    assert state_files() == [] and list(Path.cwd().glob("*.jsonl")) == []  # refused before any file was made
 
 
-def test_run_without_resume_writes_a_default_checkpoint(tenants):
+def test_run_without_resume_writes_checkpoint_and_report_to_the_state_dir(tenants):
     put_rich(tenants, BUCKET, "t1/x")
     result = cli("--bucket", BUCKET, "--mapping-table", "mapping")
     assert result.exit_code == 0, result.output
-    (path,) = Path.cwd().glob(f"backfill-{BUCKET}-*.checkpoint.jsonl")
-    assert f"--resume {path.name}" in result.stdout
+    (path,) = state_files(f"{BUCKET}-*.checkpoint.jsonl")
+    (report,) = state_files(f"{BUCKET}-*.report.json")
+    assert report.name.removesuffix(".report.json") == path.name.removesuffix(".checkpoint.jsonl")
+    stderr = " ".join(result.stderr.split())
+    assert f"Checkpoint: {path}" in stderr and f"Report: {report}" in stderr  # said before the run
+    assert f"--resume {path}" in " ".join(result.stdout.split())
     assert Checkpoint(path, BUCKET, None).done == {"t1/x"}
+    data = json.loads(report.read_text())
+    assert data["checkpoint"] == str(path) and data["processed"] == 1
+    assert [(o["outcome"], o["objects"]) for o in data["outcomes"]] == [("rekeyed", 1)]
+    assert [p.name for p in Path.cwd().iterdir()] == ["state"]  # nothing in the working directory
+
+
+def test_xdg_state_home_unset_or_relative_means_home_local_state(monkeypatch, tmp_path):
+    from ops.backfill_checkpoint import state_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for value in ("", "relative/state"):
+        monkeypatch.setenv("XDG_STATE_HOME", value)
+        assert state_dir() == tmp_path / "home" / ".local" / "state" / "s3-prefix-keys" / "backfill"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert state_dir() == tmp_path / "home" / ".local" / "state" / "s3-prefix-keys" / "backfill"
+
+
+def test_output_and_resume_override_the_state_dir(tenants, tmp_path):
+    put_rich(tenants, BUCKET, "t1/x")
+    checkpoint, report = tmp_path / "mine" / "run.jsonl", tmp_path / "out" / "r.json"
+    result = cli("--bucket", BUCKET, "--mapping-table", "mapping", "--resume", str(checkpoint),
+                 "--output", str(report))
+    assert result.exit_code == 0, result.output
+    assert state_files() == []
+    assert "starting a new checkpoint at" in " ".join(result.stderr.split())
+    assert json.loads(report.read_text())["checkpoint"] == str(checkpoint)
+    plan = tmp_path / "plan.json"
+    result = cli("--bucket", BUCKET, "--mapping-table", "mapping", "--dry-run", "--output", str(plan))
+    assert result.exit_code == 0, result.output
+    written = json.loads(plan.read_text())
+    assert written["bucket"] == BUCKET and written["dry_run"] and "plan" in written and state_files() == []
