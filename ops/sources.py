@@ -111,6 +111,11 @@ def source_label(stack: str | None, mapping_table: str | None) -> str:
 
 def bucket_mappings(mappings: MappingSource, bucket: str, label: str) -> list[Mapping]:
     """The bucket's mappings; none at all is almost always a typo, so it is an input error."""
+    from components.config import bucket_name_problem
+
+    problem = bucket_name_problem(bucket)
+    if problem:
+        raise InputError(f"bucket {bucket!r} {problem}")
     try:
         found = mappings.for_bucket(bucket)
     except ClientError as exc:

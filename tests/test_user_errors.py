@@ -256,3 +256,23 @@ def test_help_at_80_columns_shows_every_option_name_in_full(command):
         for opt in [*param.opts, *param.secondary_opts]:
             if opt.startswith("--"):
                 assert re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", result.output), opt
+
+
+def test_every_command_reading_a_bucket_says_when_it_is_an_ip_address():
+    from ops.sources import InputError, bucket_mappings
+
+    with pytest.raises(InputError, match="IP address"):
+        bucket_mappings(None, "192.168.1.1", "stack dev")  # refused before any lookup
+
+
+def test_an_input_error_is_one_line_however_long():
+    import io
+
+    from rich.console import Console
+
+    from ops.terminal import fail_input
+
+    out = io.StringIO()
+    console = Console(file=out, width=80)
+    fail_input(console, "x" * 300 + " [not markup]")
+    assert out.getvalue().count("\n") == 1 and "[not markup]" in out.getvalue()
