@@ -43,6 +43,7 @@ from pathlib import Path
 from botocore.config import Config
 
 from components.config import DEMO
+from ops.sandbox.emulator import PROFILE_VARIABLE
 
 _REPO = Path(__file__).resolve().parent.parent
 CLIENT_THREADS = 16
@@ -73,7 +74,7 @@ def serve(port: int, pollers: int, moto_process: bool, log: str) -> None:
 
 
 class SandboxProcess:
-    def __init__(self, pollers: int, moto_process: bool, log: Path):
+    def __init__(self, pollers: int, moto_process: bool, log: Path, profile: str | None = None):
         from ops.sandbox.emulator import free_port
 
         self.port = free_port()
@@ -82,7 +83,8 @@ class SandboxProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.sandbox_load", "serve", "--port", str(self.port), "--pollers", str(pollers),
              "--moto", "process" if moto_process else "inprocess", "--log", str(log)],
-            cwd=_REPO, env={**os.environ, "PYTHONPATH": str(_REPO)}, stdout=subprocess.PIPE, text=True,
+            cwd=_REPO, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(_REPO), **({PROFILE_VARIABLE: profile} if profile else {})},
         )
         line = self.proc.stdout.readline()
         if READY not in line:
@@ -123,6 +125,17 @@ def cpu_line(before: dict[str, float], after: dict[str, float], wall: float) -> 
     return "CPU during the burst: " + ", ".join(
         f"{name} {seconds:.1f}s ({100 * seconds / wall:.0f}% of a core)" for name, seconds in used.items()
     )
+
+
+def print_profile(path: str, top: int = 25) -> None:
+    """Where moto's request threads spent their time, by own (tottime) and cumulative time."""
+    import pstats
+
+    stats = pstats.Stats(path)
+    total = sum(entry[2] for entry in stats.stats.values())  # tottime of every function
+    print(f"moto profile ({path}): {total:.1f}s wall-clock summed over request threads, top {top}:")
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
 
 
 # -- the client ----------------------------------------------------------------------------
@@ -353,6 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trickle-rate", type=float, default=5.0, help="uploads/s of the trickle (default 5)")
     parser.add_argument("--trickle-seconds", type=float, default=30.0, help="how long the trickle lasts (default 30)")
     parser.add_argument("--head-rate", type=float, default=40.0, help="the client's HEAD budget/s (default 40)")
+    parser.add_argument("--profile-moto", action="store_true",
+                        help="profile moto's request handling (cProfile) in the modes where it runs apart")
     parser.add_argument("--url", help="measure a sandbox already running there (dev stack) instead of starting any")
     parser.add_argument("--capacity-requests", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=600.0, help="per phase, seconds")
@@ -379,7 +394,8 @@ def main(argv: list[str] | None = None) -> None:
     for pollers, moto_process in modes:
         name = f"{pollers} poller{'s' if pollers > 1 else ''}, moto {'in its own process' if moto_process else 'in-process'}"
         log = logs / f"sandbox-{pollers}-{'process' if moto_process else 'inprocess'}.log"
-        box = SandboxProcess(pollers, moto_process, log)
+        profile = str(logs / f"moto-{pollers}.pstats") if args.profile_moto and moto_process else None
+        box = SandboxProcess(pollers, moto_process, log, profile)
         try:
             pids = {**box.pids(), "client": os.getpid()}
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -393,6 +409,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             box.stop()
         results.append((name, b, t))
+        if profile:
+            print_profile(profile)
     print(f"\nsandbox logs: {logs}")
     print("| sandbox | burst objects/s | burst p50 | burst p99 | trickle p50 | trickle p99 |")
     print("| --- | --- | --- | --- | --- | --- |")

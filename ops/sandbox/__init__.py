@@ -3,8 +3,8 @@ package re-exports its entry points; each is defined (and patched, in tests) in 
 
 What runs, and what each piece stands in for:
 
-* **AWS**: ``moto.server.ThreadedMotoServer`` on 127.0.0.1:PORT, in this process, with
-  ``ops.moto_patches`` applied (UpdateObjectEncryption, conditional copies, SSE-S3 by
+* **AWS**: ``moto.server.ThreadedMotoServer`` on 127.0.0.1:PORT, in a process of its own
+  (apart from the pollers, so each has a core), with ``ops.moto_patches`` applied there (UpdateObjectEncryption, conditional copies, SSE-S3 by
   default, ``userIdentity.principalId`` on S3 events...), so any client (awscli, boto3,
   another terminal) talks to it over HTTP like to AWS.
 * **The stack**: provisioned from ``Pulumi.<stack>.yaml`` through the same config model
@@ -17,7 +17,11 @@ What runs, and what each piece stands in for:
   ``enforcer_filter_patterns``; filtered messages are deleted, as Lambda does), hands
   the rest to ``enforcer.handler.handler`` and honours ``batchItemFailures``: failed
   messages become visible again and SQS's own redrive policy moves them to the DLQ
-  after ``maxReceiveCount`` receives.
+  after ``maxReceiveCount`` receives. Up to ``lambda.maxConcurrency`` batches run at once,
+  each in an execution environment of its own, as the mapping's ``maximumConcurrency``.
+* **What it is doing**: a one-line status (received, processed, in flight, queue and DLQ
+  depth) and a note when the queue falls behind, from :mod:`ops.status_model`, the
+  model ``ops status`` shares.
 * **The function's identity**: the handler runs with credentials of an assumed IAM
   role whose session is named after the function, so its principal is
   ``AWS:AROA…:<function name>`` exactly as in Lambda, and the filters drop the events

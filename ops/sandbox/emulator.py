@@ -85,11 +85,48 @@ def client(
 
 # How long a fresh interpreter may take to import moto and answer (about 2 s here).
 SERVER_START_SECONDS = 60
+# Set to a file name, the server process profiles moto's request handling (cProfile,
+# every request thread) and writes the pstats there when it stops (bench/sandbox_load.py).
+PROFILE_VARIABLE = "S3PK_PROFILE_EMULATOR"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _reset(endpoint_url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(f"{endpoint_url}/moto-api/reset", method="POST"), timeout=10)
+
+
+@contextmanager
+def moto_speedups() -> Iterator[None]:
+    """Two costs of moto 5.2.5 that grow with load, removed without changing an answer
+    (profiled under bench/sandbox_load.py; figures in docs/ops.md):
+
+    * its dispatcher lists moto's package directory (hundreds of ``stat`` calls) twice
+      per request, inside the lock every request takes
+      (``DomainDispatcherApplication.get_backend_for_host``). The list does not change
+      while the server runs: computed once.
+    * ReceiveMessage checks each message's retention through ``get_queue_attributes``,
+      which computes every attribute of the queue, message counts included, three
+      times: O(queue depth) per message received. It reads the one attribute instead.
+    """
+    from moto import backends
+    from moto.core.utils import unix_time
+    from moto.sqs.models import SQSBackend
+
+    original_modules = backends.list_of_moto_modules
+    original_retention = SQSBackend.is_message_valid_based_on_retention_period
+    modules = tuple(original_modules())
+
+    def is_message_valid_based_on_retention_period(self, queue_name, message):
+        retention = int(self.get_queue(queue_name).message_retention_period)
+        return retention + message.sent_timestamp / 1000 > unix_time()
+
+    backends.list_of_moto_modules = lambda: modules
+    SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period
+    try:
+        yield
+    finally:
+        backends.list_of_moto_modules = original_modules
+        SQSBackend.is_message_valid_based_on_retention_period = original_retention
 
 
 @contextmanager
@@ -107,7 +144,7 @@ def running(port: int, separate_process: bool = True) -> Iterator[str]:
     # werkzeug logs every request at INFO; the sandbox reports what matters itself.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     endpoint_url = f"http://{HOST}:{port}"
-    with moto_patches.patched():
+    with moto_patches.patched(), moto_speedups():
         server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
         server.start()
         try:
@@ -126,7 +163,8 @@ def _server_process(port: int) -> Iterator[str]:
     # A session of its own: Ctrl-C reaches the sandbox, which stops its pollers first and
     # then this server, so that no request in flight meets a dead server.
     process = subprocess.Popen(
-        [sys.executable, "-c", f"from ops.sandbox.emulator import serve; serve({port}, parent={os.getpid()})"],
+        [sys.executable, "-c", f"from ops.sandbox.emulator import serve; serve({port}, parent={os.getpid()}, "
+         f"profile={os.environ.get(PROFILE_VARIABLE)!r})"],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
     )
     try:
@@ -162,20 +200,68 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def serve(port: int, parent: int | None = None) -> None:
+class _Profiled:
+    """WSGI middleware: a cProfile per concurrent request (werkzeug starts a thread per
+    connection; the profiles are reused), enabled while moto answers. Wall-clock time: a
+    request waiting for moto's dispatcher lock or a long poll counts too."""
+
+    def __init__(self, app):
+        import cProfile
+
+        self.app = app
+        self.profiles: list[cProfile.Profile] = []
+        self.free: list[cProfile.Profile] = []
+        self.lock = threading.Lock()
+        self.new = cProfile.Profile
+
+    def __call__(self, environ, start_response):
+        with self.lock:
+            if not self.free:
+                self.profiles.append(self.new())
+                self.free.append(self.profiles[-1])
+            profile = self.free.pop()
+        profile.enable()
+        try:
+            return self.app(environ, start_response)
+        finally:
+            profile.disable()
+            with self.lock:
+                self.free.append(profile)
+
+    def dump(self, path: str) -> None:
+        import pstats
+
+        with self.lock:
+            if self.profiles:
+                pstats.Stats(*self.profiles).dump_stats(path)
+
+
+def serve(port: int, parent: int | None = None, profile: str | None = None) -> None:
     """The server process (``running`` starts it): patched moto on HOST:port until SIGTERM."""
     import signal
 
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     moto_patches.apply()
-    server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
-    server.start()
+    stay = moto_speedups()
+    stay.__enter__()  # for the life of this process (``stay`` keeps it from being collected and undone)
+    # What ThreadedMotoServer runs, built here so that the profiler can wrap it.
+    app = DomainDispatcherApplication(create_backend_app)
+    profiled = _Profiled(app) if profile else None
+    server = make_server(HOST, port, profiled or app, threaded=True, request_handler=MotoRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     if parent:
         threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     while not stopped.wait(1):
         pass
-    server.stop()
+    server.shutdown()
+    if profiled:
+        profiled.dump(profile)
