@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from components import names
 from components.config import DEMO, BucketConfig, PrefixMapping, StackConfig, notification_prefixes
 from components.grant_plan import BucketAccess, GrantInputs, GrantPlan, GrantsDoNotFit, plan_grants
 from components.quotas import (
@@ -45,23 +46,20 @@ from components.quotas import (
 )
 from enforcer.arns import account_of_key_arn
 
-# Documented maxima of values the program learns only at deploy time.
-# S3 general purpose bucket names: 3-63 characters
-# (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
-BUCKET_NAME_MAX = 63
+# Documented maxima of values the program learns only at deploy time. Names take
+# their longest legal length from the one table of name rules (components/names.py).
+BUCKET_NAME_MAX = names.RULES[names.S3_BUCKET].max_length
+QUEUE_NAME_MAX = names.RULES[names.SQS_QUEUE].max_length
+ROLE_NAME_MAX = names.RULES[names.IAM_ROLE].max_length
+TABLE_NAME_MAX = names.RULES[names.DYNAMODB_TABLE].max_length
+TOPIC_NAME_MAX = names.RULES[names.SNS_TOPIC].max_length
+FUNCTION_NAME_MAX = names.RULES[names.LAMBDA_FUNCTION].max_length
 ACCOUNT_ID_LENGTH = 12
 # A key ID is a UUID or mrk- and 32 hex digits: 36 characters either way
 # (https://docs.aws.amazon.com/kms/latest/developerguide/concepts.html#key-id-key-id).
 KEY_ID_LENGTH = 36
-# SQS queue names: up to 80 characters (CreateQueue API reference).
-QUEUE_NAME_MAX = 80
-# IAM: role names up to 64 characters, RoleId up to 128 (CreateRole / Role API reference).
-ROLE_NAME_MAX = 64
+# RoleId is not a name the program sets: up to 128 characters (IAM API reference, Role).
 ROLE_ID_MAX = 128
-# DynamoDB table names: 3-255 characters; SNS topic names: up to 256.
-TABLE_NAME_MAX = 255
-TOPIC_NAME_MAX = 256
-FUNCTION_NAME_MAX = 64
 
 
 @cache
