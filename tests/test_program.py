@@ -6,7 +6,6 @@ Graphs are shared per module: each run of the program costs about a second.
 from __future__ import annotations
 
 import ast
-import fnmatch
 import json
 import sys
 from collections import Counter
@@ -26,6 +25,7 @@ from components.config import (
     validate,
 )
 from components.event_filter import esm_accepts, matches, patterns_from_criteria
+from components.iam_conditions import Request, statement_applies
 from components.mocks import (
     ACCOUNT_ID,
     STACK_TYPE,
@@ -419,31 +419,11 @@ def role_grants(graph: Graph) -> list[dict[str, Any]]:
     return [st for p in policies for st in p.json("policy")["Statement"]]
 
 
-def _iam_match(pattern: str, value: str) -> bool:
-    # IAM resource and string-like matching: * any run of characters, ? one character.
-    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
-
-
 def allowed(statements, action: str, resource: str, context: dict[str, str] | None = None) -> bool:
-    """Whether an Allow grants ``action`` on ``resource``; conditions evaluated on ``context``
-    (StringEquals/StringLike only, as the grants use), a missing key failing them."""
-    context = context or {}
-    for st in statements:
-        if st["Effect"] != "Allow" or action not in as_list(st["Action"]):
-            continue
-        if not any(_iam_match(r, resource) for r in as_list(st["Resource"])):
-            continue
-        ok = True
-        for op, keys in (st.get("Condition") or {}).items():
-            assert op in ("StringEquals", "StringLike"), op
-            for key, values in keys.items():
-                have = context.get(key)
-                ok &= have is not None and any(
-                    have == v if op == "StringEquals" else _iam_match(v, have) for v in as_list(values)
-                )
-        if ok:
-            return True
-    return False
+    """Whether an Allow grants ``action`` on ``resource``, its conditions judged on ``context``
+    by the project's model of IAM's condition semantics (a missing key fails them)."""
+    request = Request(action, resource, context or {})
+    return any(st["Effect"] == "Allow" and statement_applies(st, request) for st in statements)
 
 
 def via_s3(region: str, bucket: str, key: str) -> dict[str, str]:
