@@ -1,5 +1,6 @@
 """What ``ops audit`` finds: the categories of an object, the findings, the per-prefix
-summaries and the report, with its JSON and CSV forms, and for each offender the
+summaries and the report of one bucket (``AuditReport``) or of every mapped bucket
+(``AuditSet``, ``--all``), with their JSON and CSV forms, and for each offender the
 command that fixes it (``fix_command``)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import csv
 import io
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -149,6 +151,10 @@ class PrefixSummary:
     def offending(self) -> int:
         return sum(n for c, n in self.counts.items() if c not in NOT_OFFENDING)
 
+    @property
+    def compliance(self) -> float | None:
+        return compliance(self.objects, self.offending)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "prefix": self.prefix,
@@ -225,13 +231,67 @@ class AuditReport:
         return json.dumps(self.as_dict(), indent=2, sort_keys=False, default=str)
 
     def to_csv(self) -> str:
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for finding in sorted(self.offenders, key=finding_order):
-            writer.writerow({k: ("" if v is None else v) for k, v in finding.as_dict().items()})
-        return out.getvalue()
+        return offenders_csv(sorted(self.offenders, key=finding_order))
+
+
+def offenders_csv(findings: Iterable[Finding]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for finding in findings:
+        writer.writerow({k: ("" if v is None else v) for k, v in finding.as_dict().items()})
+    return out.getvalue()
 
 
 def finding_order(f: Finding) -> tuple[str, str]:
     return f.key, f.version_id or ""
+
+
+def compliance(judged: int, offending: int) -> float | None:
+    """The share of judged mapped objects that are not offenders (compliant, kept by
+    decision, or gone since the listing); None when nothing was judged, which is no
+    evidence either way and must not read as 100 %."""
+    return None if judged == 0 else (judged - offending) / judged
+
+
+@dataclass
+class AuditSet:
+    """``ops audit --all``: one ``AuditReport`` per mapped bucket, in bucket order.
+
+    Its JSON is a new shape, ``{"buckets": [<the single-bucket report>, ...]}`` with the
+    totals beside it, so the single-bucket JSON stays as its users know it.
+    """
+
+    reports: list[AuditReport]
+    prefix: str | None
+    versions: bool
+    source: str
+
+    @property
+    def objects(self) -> int:
+        return sum(r.objects for r in self.reports)
+
+    @property
+    def non_compliant(self) -> int:
+        return sum(r.non_compliant for r in self.reports)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.non_compliant else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "prefix": self.prefix,
+            "versions": self.versions,
+            "mappings_from": self.source,
+            "objects": self.objects,
+            "non_compliant": self.non_compliant,
+            "buckets": [r.as_dict() for r in self.reports],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2, sort_keys=False, default=str)
+
+    def to_csv(self) -> str:
+        """One header, then every bucket's offenders (each row names its bucket)."""
+        return offenders_csv(f for r in self.reports for f in sorted(r.offenders, key=finding_order))

@@ -1,16 +1,18 @@
 """The audit run: list the objects in scope and judge each with ``Enforcer.assess``,
-counting the answers into an ``AuditReport``. Changes nothing."""
+counting the answers into an ``AuditReport`` (one bucket) or an ``AuditSet`` (every
+mapped bucket, ``--all``). Changes nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
 
+from components.config import ConfigError, all_mapping_rows, load_stack_file, stack_file
+from enforcer.decision import Outcome
 from enforcer.engine import Enforcer, EngineSettings
 from enforcer.mapping import Mapping, MappingSource
 from ops import sources
-from enforcer.decision import Outcome
-from ops.audit_report import AuditReport, Category, Finding, categorize, fix_command
+from ops.audit_report import AuditReport, AuditSet, Category, Finding, categorize, fix_command
 from ops.terminal import ProgressSink
 
 
@@ -35,6 +37,39 @@ def mappings_in_scope(mappings: Iterable[Mapping], prefix: str | None) -> list[M
     if around:
         inside.append(max(around, key=lambda m: len(m.prefix)))
     return inside
+
+
+def scope_problem(mappings: list[Mapping], bucket: str, prefix: str | None) -> str | None:
+    """Why ``--prefix`` audits nothing mapped in ``bucket``, or None. A CI gate that
+    judged 0 mapped objects would pass on nothing, so the command refuses instead."""
+    if prefix is None or mappings_in_scope(mappings, prefix):
+        return None
+    mapped = ", ".join(sorted(m.prefix for m in mappings)) or "none"
+    return (
+        f"--prefix {prefix!r} matches no mapped prefix of bucket {bucket!r} (mapped: {mapped}); "
+        "pass a mapped prefix, a prefix inside one, or one that contains one"
+    )
+
+
+def buckets_in_stack(stack: str) -> list[str]:
+    """The buckets with mapping rows in ``Pulumi.<stack>.yaml``: the rows the program
+    writes (``all_mapping_rows``), so ``--all`` audits what a deployment would map."""
+    try:
+        config = load_stack_file(stack_file(stack, sources.STACK_ROOT))
+    except ConfigError as exc:
+        raise sources.InputError(str(exc)) from None
+    return sorted({row.bucket for row in all_mapping_rows(config)})
+
+
+def buckets_in_table(dynamodb, table: str) -> list[str]:
+    """Every bucket with a row in the deployed mapping table, by a Scan of its partition
+    key alone. One Scan page reads at most 1 MB and says where to go on with
+    LastEvaluatedKey; botocore's paginator follows it
+    (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Scan.html)."""
+    found: set[str] = set()
+    for page in dynamodb.get_paginator("scan").paginate(TableName=table, ProjectionExpression="bucket_name"):
+        found.update(item["bucket_name"]["S"] for item in page.get("Items", []))
+    return sorted(found)
 
 
 _NONCURRENT_ACTIONS = {Outcome.KEEP: "keep", Outcome.DELETE_VERSION: "delete", Outcome.LOCKED: "locked"}
@@ -117,3 +152,14 @@ def run_audit(
         report.add(finding, mapping)
         sink.done()
     return report
+
+
+def run_audits(s3, mappings: MappingSource, buckets: Iterable[str], *, prefix: str | None = None,
+               versions: bool = False, source: str = "", **kwargs) -> AuditSet:
+    """``run_audit`` over each bucket in turn (``--all``); with ``prefix``, only the buckets
+    where it reaches a mapped prefix (the caller refuses when none does)."""
+    reports = [
+        run_audit(s3, mappings, bucket, prefix=prefix, versions=versions, source=source, **kwargs)
+        for bucket in buckets
+    ]
+    return AuditSet(reports, prefix, versions, source)

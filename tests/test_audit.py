@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -327,3 +328,128 @@ def test_progress_bar_only_on_a_terminal():
         sink.done(3)
         sink.listing_finished()
     assert "Auditing" in terminal.getvalue() and "3/3" in terminal.getvalue()
+
+
+# -- --all, --prefix that reaches nothing, 80 columns -------------------------------
+
+SINGLE_BUCKET_KEYS = ["bucket", "prefix", "versions", "mappings_from", "objects", "truncated", "non_compliant",
+                      "unmapped", "prefixes", "offenders", "kept_by_decision"]
+
+
+@pytest.fixture
+def two_buckets(tenants):
+    tenants.bucket("audit-other", notify=False)
+    tenants.map("audit-other", "t1/", tenants.key("k1"))
+    write(tenants, "audit-other", Obj("t1/ok", "kms:k1", Category.COMPLIANT))
+    write(tenants, "audit-other", Obj("t1/bad", "sse-s3", Category.UNENCRYPTED_OR_SSE_S3))
+    return tenants
+
+
+def test_all_audits_every_mapped_bucket(two_buckets):
+    result = cli("--all", "--mapping-table", "mapping", "--format", "json")
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    assert [b["bucket"] for b in doc["buckets"]] == ["audit-bucket", "audit-other"]
+    # each bucket's entry is the single-bucket report, as `--bucket` prints it
+    single = json.loads(cli("--bucket", BUCKET, "--mapping-table", "mapping", "--format", "json").stdout)
+    assert list(single) == SINGLE_BUCKET_KEYS
+    assert doc["buckets"][0] == single
+    other = doc["buckets"][1]
+    assert {o["key"] for o in other["offenders"]} == {"t1/bad"}
+    assert doc["non_compliant"] == len(expected_offenders()) + 1
+    assert doc["objects"] == len(OBJECTS) + 2
+
+    rows = list(csv.DictReader(io.StringIO(cli("--all", "--mapping-table", "mapping", "--format", "csv").stdout)))
+    assert Counter(r["bucket"] for r in rows) == {BUCKET: len(expected_offenders()), "audit-other": 1}
+
+    table = cli("--all", "--mapping-table", "mapping")
+    assert table.exit_code == 1
+    row = next(line for line in table.stdout.splitlines() if "audit-other" in line and "%" in line)
+    assert [c.strip() for c in row.strip("│ ").split("│")] == ["audit-other", "2", "2", "1", "50.0%"]
+    assert f"Audit of s3://{BUCKET}/" in table.stdout and "Audit of s3://audit-other/" in table.stdout
+
+
+def test_all_from_the_stack_file(two_buckets, tmp_path, monkeypatch):
+    (tmp_path / "Pulumi.two.yaml").write_text(
+        "config:\n  aws:region: us-east-1\n  s3-prefix-keys:buckets:\n"
+        + "".join(f"    {b}:\n      prefixes:\n        t1/:\n          kmsKeyArn: {two_buckets.keys['k1']}\n"
+                  for b in (BUCKET, "audit-other"))
+    )
+    monkeypatch.setattr(sources, "STACK_ROOT", tmp_path)
+    doc = json.loads(cli("--all", "--stack", "two", "--format", "json").stdout)
+    assert [b["bucket"] for b in doc["buckets"]] == [BUCKET, "audit-other"]
+    assert doc["mappings_from"] == "stack two"
+
+
+def test_all_with_a_prefix_skips_the_buckets_it_does_not_reach(two_buckets):
+    two_buckets.map("audit-other", "only-here/", two_buckets.key("k2"))
+    doc = json.loads(cli("--all", "--prefix", "only-here/", "--mapping-table", "mapping", "--format", "json").stdout)
+    assert [b["bucket"] for b in doc["buckets"]] == ["audit-other"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bucket", BUCKET, "--prefix", "elsewhere/"],
+         "--prefix 'elsewhere/' matches no mapped prefix of bucket 'audit-bucket' (mapped: t1/, t2/)"),
+        (["--all", "--prefix", "nothing/"], "--prefix 'nothing/' matches no mapped prefix in any of the 2 bucket(s)"),
+        (["--all", "--bucket", BUCKET], "pass either --bucket NAME or --all"),
+        ([], "pass either --bucket NAME or --all"),
+    ],
+    ids=["prefix-nothing", "all-prefix-nothing", "bucket-and-all", "neither"],
+)
+def test_an_audit_of_nothing_exits_2(two_buckets, args, message):
+    result = cli(*args, "--mapping-table", "mapping")
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.output
+
+
+def test_all_with_an_empty_mapping_table_exits_2(world):
+    result = cli("--all", "--mapping-table", "mapping")
+    assert result.exit_code == 2
+    assert "no bucket has mappings in mapping table mapping" in result.stderr
+
+
+def test_at_80_columns_tables_wrap_instead_of_cutting(world):
+    from ops.audit_render import render_table
+
+    bucket = world.bucket("audit-narrow", notify=False)
+    prefix = "tenants/a-very-long-tenant-name-that-is-wider-than-its-column/"
+    world.map(bucket, prefix, world.key("k1"))
+    key = prefix + "reports/2026/quarterly-figures-final.csv"
+    world.s3.put_object(Bucket=bucket, Key=key, Body=b"x", SSECustomerAlgorithm="AES256", SSECustomerKey=b"k" * 32)
+    report = run_audit(world.s3, table_mappings(world), bucket)
+    (offender,) = report.offenders
+    assert len(offender.reason) > 80  # the reason the table once cut at 80 characters
+    out = io.StringIO()
+    render_table(report, Console(file=out, width=80, color_system=None), limit=5)
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in out.getvalue()
+    # every folded value reads back whole when a column's pieces are joined down the table
+    columns = [text.replace(" ", "") for text in table_columns(lines)]
+    for value in (prefix, key, offender.reason, offender.fix):
+        assert any(value.replace(" ", "") in column for column in columns), value
+
+
+def table_columns(lines: list[str]) -> list[str]:
+    """Each column of each rich table in ``lines``, its cells' lines joined top to bottom."""
+    tables: list[list[list[str]]] = []
+    for line in lines:
+        if line.lstrip().startswith(("┏", "┌")):
+            tables.append([])
+        elif tables and line.count("│") + line.count("┃") >= 2:
+            tables[-1].append(re.split("[│┃]", line)[1:-1])
+    return ["".join(row[i].strip() for row in rows if i < len(row)) for rows in tables for i in range(len(rows[0]))]
+
+
+def test_help_at_80_columns_shows_every_option_whole():
+    app = typer.Typer()
+    app.command()(audit_command)
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    for option in ("--bucket", "--all", "--prefix", "--versions", "--format", "--output", "--stack",
+                   "--mapping-table", "--endpoint-url", "--region", "--concurrency", "--limit", "--max-objects"):
+        assert re.search(rf"(^|\s){re.escape(option)}(\s|$)", result.stdout, re.M), option
