@@ -182,7 +182,11 @@ CALLS: dict[tuple[str, str], tuple[Need, ...]] = {
     ("dynamodb", "BatchWriteItem"): (Need("dynamodb:BatchWriteItem", LOG_TABLE, cite=SAR_DYNAMODB),),
     ("dynamodb", "DescribeTable"): (Need("dynamodb:DescribeTable", MAPPING_TABLE, cite=SAR_DYNAMODB),),
     # ops only (the operator's credentials): reading a whole mapping or log table
-    ("dynamodb", "Scan"): (Need("dynamodb:Scan", MAPPING_TABLE, cite=SAR_DYNAMODB),),
+    # (`ops log` without --bucket, and its Scan for rows older than the bucket-time index)
+    ("dynamodb", "Scan"): (
+        Need("dynamodb:Scan", MAPPING_TABLE, cite=SAR_DYNAMODB),
+        Need("dynamodb:Scan", LOG_TABLE, cite=SAR_DYNAMODB),
+    ),
     # --- SNS, to a topic encrypted with a customer managed key
     ("sns", "Publish"): (
         Need("sns:Publish", ALERT_TOPIC, cite=SAR_SNS),
@@ -204,6 +208,20 @@ CALLS: dict[tuple[str, str], tuple[Need, ...]] = {
     ("sqs", "ListMessageMoveTasks"): (Need("sqs:ListMessageMoveTasks", QUEUE, cite=SAR_SQS),),
     # --- STS
     ("sts", "GetCallerIdentity"): (),
+}
+
+# The operator's needs of a call beyond the enforcer's row above (the grant test holds
+# CALLS to the enforcer role, which never reads the log table): `ops log` and `ops dlq`
+# Query the log table, `ops log --bucket` its bucket-time index, whose ARN is
+# <table-arn>/index/<name> and must be granted apart from the table's ("IAM policy to
+# grant access to a specific DynamoDB table and its indexes", ``DYNAMODB_INDEX_IAM``).
+DYNAMODB_INDEX_IAM = "https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/iam-policy-specific-table-indexes.html"
+LOG_TABLE_INDEX = "log-table-index"  # resource type "index" (SAR)
+OPERATOR_NEEDS: dict[tuple[str, str], tuple[Need, ...]] = {
+    ("dynamodb", "Query"): (
+        Need("dynamodb:Query", LOG_TABLE, cite=SAR_DYNAMODB),
+        Need("dynamodb:Query", LOG_TABLE_INDEX, cite=DYNAMODB_INDEX_IAM),
+    ),
 }
 
 # Calls Lambda makes with the function's role, not the code: the SQS event source

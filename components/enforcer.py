@@ -41,6 +41,7 @@ from components.packaging import (
 )
 from components.quotas import compact_json
 from enforcer import metric_names
+from enforcer.journal import BUCKET_INDEX, BUCKET_INDEX_KEY
 from enforcer.settings import GIB
 
 ENFORCER_TYPE = f"{NAMESPACE}:index:Enforcer"
@@ -157,7 +158,22 @@ class Enforcer(pulumi.ComponentResource):
             attributes=[
                 {"name": "s3_object_path", "type": "S"},
                 {"name": "current_timestamp_utc", "type": "S"},
+                {"name": BUCKET_INDEX_KEY[0], "type": "S"},
             ],
+            # `ops log` by bucket and time. Sparse: rows written before rows carried a
+            # bucket attribute are not in it ("Take advantage of sparse indexes",
+            # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-indexes-general-sparse-indexes.html),
+            # so `ops log` finds those by a Scan. ALL: the log shows every column
+            # ("Global secondary indexes", attribute projections,
+            # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html).
+            global_secondary_indexes=[{
+                "name": BUCKET_INDEX,
+                "key_schemas": [
+                    {"attribute_name": BUCKET_INDEX_KEY[0], "key_type": "HASH"},
+                    {"attribute_name": BUCKET_INDEX_KEY[1], "key_type": "RANGE"},
+                ],
+                "projection_type": "ALL",
+            }],
             billing_mode="PAY_PER_REQUEST",
             point_in_time_recovery={"enabled": True},
             # The journal writes expires_at = now + journalRetentionDays.

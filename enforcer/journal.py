@@ -4,6 +4,9 @@ Rows are buffered for the whole invocation and written with BatchWriteItem (25 p
 call), so a batch of ten objects costs one write call instead of ten PutItems. A row
 that cannot be written after retries fails its SQS message, so the event is processed
 again rather than its record silently lost.
+
+Rows keep the original sample's columns and add ``bucket`` and ``prefix``, so that
+``ops log`` can Query them by bucket and time (the ``bucket-time`` index).
 """
 
 from __future__ import annotations
@@ -15,23 +18,37 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from enforcer.engine import Result
+from enforcer.mapping import MappingSource
 
 BATCH_LIMIT = 25  # BatchWriteItem's maximum
 TABLE_KEY = ("s3_object_path", "current_timestamp_utc")  # the original sample's log schema
+# The global secondary index `ops log` queries by bucket and time. Rows written before
+# rows carried a bucket attribute are not in it: a GSI holds only the items that have
+# its key attributes ("Take advantage of sparse indexes", DynamoDB Developer Guide,
+# https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-indexes-general-sparse-indexes.html).
+BUCKET_INDEX = "bucket-time"
+BUCKET_INDEX_KEY = ("bucket", "current_timestamp_utc")
+# The original sample's action_taken column, with a real value where nothing was done
+# (it wrote the string "None"); rows written before keep theirs: nothing is migrated.
+NO_ACTION = "No action"
 
 
-def row_for(result: Result, timestamp: datetime, retention_days: int) -> dict[str, Any]:
-    """A log-table row in the original sample's schema, plus method/outcome/TTL."""
+def row_for(result: Result, timestamp: datetime, retention_days: int, prefix: str | None = None) -> dict[str, Any]:
+    """A log-table row in the original sample's schema, plus bucket, the mapped ``prefix``
+    the object matched (none when unmapped), method/outcome and TTL."""
     before, target = result.before, result.target
+    action = result.action_taken
     row: dict[str, Any] = {
         "s3_object_path": result.ref.s3_path,
+        "bucket": result.ref.bucket,
+        "prefix": prefix,
         # The original's format, so its queries and sort order keep working.
         "current_timestamp_utc": timestamp.strftime("%Y-%m-%d %H:%M:%S:%f%z"),
         "current_sse_type": before.sse_type if before else None,
         "current_kms_key_arn": before.kms_key_arn if before else None,
         "new_sse_type": target.sse_type if target else None,
         "new_kms_key_arn": target.kms_key_arn if target else None,
-        "action_taken": result.action_taken,
+        "action_taken": NO_ACTION if action in (None, "None") else action,
         "action_reason": result.reason,
         "outcome": str(result.outcome),
         "method": str(result.method) if result.method else None,
@@ -68,6 +85,7 @@ class Journal:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_attempts: int = 6,
         sleep: Callable[[float], None] = time.sleep,
+        mappings: MappingSource | None = None,
     ):
         self._ddb = dynamodb
         self._table = table_name
@@ -75,12 +93,15 @@ class Journal:
         self._clock = clock
         self._max_attempts = max_attempts
         self._sleep = sleep
+        # The engine's own mapping source: its cache has the row the engine just used.
+        self._mappings = mappings
         self._lock = threading.Lock()
         self._pending: list[tuple[str, dict[str, Any]]] = []  # (owner id, row)
         self._last_ts: dict[str, datetime] = {}
 
     def add(self, owner: str, result: Result) -> dict[str, Any]:
         """Buffer the row for ``result``; ``owner`` (an SQS messageId) fails if it is lost."""
+        prefix = self._prefix_of(result)  # outside the lock: a cache miss is a Query
         with self._lock:
             ts = self._clock()
             # Two events for one object in one batch must not share a key: DynamoDB
@@ -89,9 +110,15 @@ class Journal:
             if last is not None and ts <= last:
                 ts = last + timedelta(microseconds=1)
             self._last_ts[result.ref.s3_path] = ts
-            row = row_for(result, ts, self._retention)
+            row = row_for(result, ts, self._retention, prefix)
             self._pending.append((owner, row))
             return row
+
+    def _prefix_of(self, result: Result) -> str | None:
+        if self._mappings is None:
+            return None
+        mapping = self._mappings.lookup(result.ref.bucket, result.ref.key)
+        return mapping.prefix if mapping is not None else None
 
     def flush(self) -> set[str]:
         """Write everything buffered; the owners whose rows could not be written."""

@@ -26,6 +26,7 @@ from ops import deploy, stack_config
 from ops.audit import audit_command
 from ops.backfill import PlainHelpCommand, backfill_command, endpoint_url_problem
 from ops.dlq_render import dlq_app
+from ops.log_render import log_command
 
 app = typer.Typer(
     name="ops",
@@ -58,7 +59,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 # The commands that call AWS themselves. The others would silently ignore the global
 # --endpoint-url/--region: deploys take the region from the stack's aws:region and
 # their endpoints from the aws provider, the sandbox serves its own endpoint (--port).
-AWS_COMMANDS = ("audit", "backfill", "dlq")
+AWS_COMMANDS = ("audit", "backfill", "dlq", "log")
 
 
 @app.callback()
@@ -98,6 +99,7 @@ app.command("audit")(audit_command)
 # Plain click help: rich's panel cuts option names at 80 columns (PlainHelpCommand says why).
 app.command("backfill", cls=PlainHelpCommand)(backfill_command)
 app.add_typer(dlq_app, name="dlq")
+app.command("log")(log_command)
 
 
 # ---------------------------------------------------------------------------

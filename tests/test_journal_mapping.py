@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import boto3
 from botocore.stub import Stubber
 
-from enforcer.decision import Outcome
+from enforcer.decision import Method, Outcome
 from enforcer.engine import Result
 from enforcer.events import ObjectRef
-from enforcer.journal import Journal
-from enforcer.mapping import DynamoMappings
+from enforcer.journal import BUCKET_INDEX_KEY, NO_ACTION, Journal
+from enforcer.mapping import DynamoMappings, Mapping, StaticMappings, Target
 from tests.conftest import LambdaContext
 
 KEY = "arn:aws:kms:us-east-1:111122223333:key/11111111-1111-1111-1111-111111111111"
@@ -75,6 +75,25 @@ def test_rows_expire_after_the_retention():
     ddb, _ = stubbed("dynamodb")
     row = Journal(ddb, "log", retention_days=7, clock=lambda: T0).add("m", result())
     assert row["expires_at"] - int(T0.timestamp()) == 7 * 86400
+
+
+def test_rows_carry_the_bucket_index_keys_and_the_mapped_prefix():
+    ddb, _ = stubbed("dynamodb")
+    mappings = StaticMappings([Mapping("bkt", "t/", Target("aws:kms", KEY, True)),
+                               Mapping("bkt", "t/deep/", Target("aws:kms", KEY, True))])
+    journal = Journal(ddb, "log", clock=lambda: T0, mappings=mappings)
+    deep, shallow, unmapped = (journal.add("m", result(k)) for k in ("t/deep/x", "t/x", "u/x"))
+    assert all(row[k] for row in (deep, shallow, unmapped) for k in BUCKET_INDEX_KEY)  # in the bucket-time index
+    assert (deep["prefix"], shallow["prefix"]) == ("t/deep/", "t/")  # the longest mapped prefix, as enforced
+    assert "prefix" not in unmapped and unmapped["bucket"] == "bkt"
+
+
+def test_action_taken_is_a_real_value_for_a_no_op():
+    ddb, _ = stubbed("dynamodb")
+    journal = Journal(ddb, "log", clock=lambda: T0)
+    assert journal.add("m", result()).get("action_taken") == NO_ACTION
+    rekeyed = Result(ObjectRef("bkt", "t/y"), Outcome.REKEYED, "wrong key", Method.COPY)
+    assert journal.add("m", rekeyed)["action_taken"] == rekeyed.action_taken != NO_ACTION
 
 
 def test_mapping_query_is_paginated_and_cached():

@@ -868,13 +868,21 @@ def test_every_enforcer_import_is_shipped(dev):
 def test_tables(dev, prod):
     for graph, retain in ((dev, False), (prod, True)):
         tables = {t.name: t for t in graph.by_type(TABLE)}
-        for table, key in ((tables["enforcer-mappings"], mapping.TABLE_KEY), (tables["enforcer-log"], journal.TABLE_KEY)):
+        for table, key, indexed in ((tables["enforcer-mappings"], mapping.TABLE_KEY, ()),
+                                    (tables["enforcer-log"], journal.TABLE_KEY, journal.BUCKET_INDEX_KEY)):
             assert (table.inputs["hashKey"], table.inputs["rangeKey"]) == key
-            assert sorted((a["name"], a["type"]) for a in table.inputs["attributes"]) == sorted((k, "S") for k in key)
+            # Every key attribute of the table and its indexes is declared, and nothing else.
+            assert sorted((a["name"], a["type"]) for a in table.inputs["attributes"]) == sorted((k, "S") for k in {*key, *indexed})
             assert table.inputs["billingMode"] == "PAY_PER_REQUEST"
             assert table.inputs["pointInTimeRecovery"]["enabled"] is True
         log = tables["enforcer-log"]
         assert log.inputs["ttl"] == {"attributeName": "expires_at", "enabled": True}
+        # `ops log --bucket` queries this index; the journal writes its key attributes.
+        (index,) = log.inputs["globalSecondaryIndexes"]
+        assert index["name"] == journal.BUCKET_INDEX and index["projectionType"] == "ALL"
+        assert [(k["attributeName"], k["keyType"]) for k in index["keySchemas"]] == list(
+            zip(journal.BUCKET_INDEX_KEY, ("HASH", "RANGE"), strict=True))
+        assert "globalSecondaryIndexes" not in tables["enforcer-mappings"].inputs
         assert log.retain_on_delete is retain
         assert tables["enforcer-mappings"].retain_on_delete is False
 

@@ -21,6 +21,7 @@ from components.config import (
 )
 from components.event_filter import eventbridge_rule_pattern
 from enforcer.arns import account_of_key_arn
+from enforcer.journal import BUCKET_INDEX, BUCKET_INDEX_KEY
 from enforcer.mapping import Mapping as KeyMapping
 from enforcer.mapping import StaticMappings
 from ops.lambda_runtime import create_tables
@@ -132,6 +133,23 @@ def _config_key_arns(config: StackConfig) -> set[str]:
     return arns
 
 
+def add_bucket_index(ddb, table: str) -> None:
+    """The program's ``bucket-time`` index on the log table ``create_tables`` made (for
+    `ops log --bucket`): the same name, keys and projection as components/enforcer.py."""
+    ddb.update_table(
+        TableName=table,
+        AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name in BUCKET_INDEX_KEY],
+        GlobalSecondaryIndexUpdates=[{"Create": {
+            "IndexName": BUCKET_INDEX,
+            "KeySchema": [
+                {"AttributeName": BUCKET_INDEX_KEY[0], "KeyType": "HASH"},
+                {"AttributeName": BUCKET_INDEX_KEY[1], "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }}],
+    )
+
+
 def provision(endpoint_url: str, config: StackConfig, names: SandboxNames) -> Provisioned:
     """Create the local equivalent of the stack in a (fresh) emulator."""
     region = config.region
@@ -144,6 +162,7 @@ def provision(endpoint_url: str, config: StackConfig, names: SandboxNames) -> Pr
     notes: list[str] = []
 
     create_tables(aws("dynamodb"), names.mapping_table, names.log_table)
+    add_bucket_index(aws("dynamodb"), names.log_table)  # the program's bucket-time index: `ops log --bucket`
 
     dlq_url = sqs.create_queue(QueueName=names.dead_letter_queue)["QueueUrl"]
     dlq_arn = _queue_arn(sqs, dlq_url)
