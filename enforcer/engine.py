@@ -38,6 +38,9 @@ from enforcer.replication import BucketReplication
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
+# action_taken where nothing was done. The original sample wrote the string "None" into
+# its log column; rows written before keep theirs, nothing is migrated.
+NO_ACTION = "No action"
 
 REASON_UNINSPECTED = (
     "Re-keyed in place with UpdateObjectEncryption without inspecting it first; it may already "
@@ -94,7 +97,7 @@ class Result:
     @property
     def action_taken(self) -> str:
         if self.outcome is not Outcome.REKEYED:
-            return "None"
+            return NO_ACTION
         return {
             Method.UPDATE_ENCRYPTION: "Re-keyed in place with UpdateObjectEncryption",
             Method.COPY: "Re-keyed with an in-place copy",

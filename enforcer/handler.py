@@ -162,7 +162,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _current
     _current = Invocation(
-        journal=Journal(dynamodb, settings.log_table, settings.log_retention_days),
+        journal=Journal(dynamodb, settings.log_table, settings.log_retention_days, mappings=engine.mappings),
         alerts=Alerts(sns, settings.alert_topic_arn),
     )
     if batch_operations.is_batch_operations_event(event):

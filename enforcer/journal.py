@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from enforcer.engine import Result
+from enforcer.engine import NO_ACTION, Result
 from enforcer.mapping import MappingSource
 
 BATCH_LIMIT = 25  # BatchWriteItem's maximum
@@ -28,16 +28,12 @@ TABLE_KEY = ("s3_object_path", "current_timestamp_utc")  # the original sample's
 # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-indexes-general-sparse-indexes.html).
 BUCKET_INDEX = "bucket-time"
 BUCKET_INDEX_KEY = ("bucket", "current_timestamp_utc")
-# The original sample's action_taken column, with a real value where nothing was done
-# (it wrote the string "None"); rows written before keep theirs: nothing is migrated.
-NO_ACTION = "No action"
 
 
 def row_for(result: Result, timestamp: datetime, retention_days: int, prefix: str | None = None) -> dict[str, Any]:
     """A log-table row in the original sample's schema, plus bucket, the mapped ``prefix``
     the object matched (none when unmapped), method/outcome and TTL."""
     before, target = result.before, result.target
-    action = result.action_taken
     row: dict[str, Any] = {
         "s3_object_path": result.ref.s3_path,
         "bucket": result.ref.bucket,
@@ -48,7 +44,7 @@ def row_for(result: Result, timestamp: datetime, retention_days: int, prefix: st
         "current_kms_key_arn": before.kms_key_arn if before else None,
         "new_sse_type": target.sse_type if target else None,
         "new_kms_key_arn": target.kms_key_arn if target else None,
-        "action_taken": NO_ACTION if action in (None, "None") else action,
+        "action_taken": result.action_taken,
         "action_reason": result.reason,
         "outcome": str(result.outcome),
         "method": str(result.method) if result.method else None,

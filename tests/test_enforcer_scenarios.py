@@ -9,6 +9,7 @@ from urllib.parse import unquote_plus
 import pytest
 from botocore.exceptions import ClientError
 
+from enforcer.engine import NO_ACTION
 from tests.conftest import LambdaContext, failing
 
 BODY = b"tenant data \x00\xff" * 3
@@ -59,7 +60,7 @@ def test_original_testing_scenario(world, seed, load_handler):
     )
     assert rows[f"s3://{seed}/prefix3/a.txt"]["method"] == "copy"
     assert rows[f"s3://{seed}/prefix4/a.txt"]["action_reason"] == "No KMS key configured for this object's prefix"
-    assert rows[f"s3://{seed}/prefix4/a.txt"]["action_taken"] == "None"
+    assert rows[f"s3://{seed}/prefix4/a.txt"]["action_taken"] == NO_ACTION
     assert len(rows) == 4
     assert all(int(r["expires_at"]) > 0 for r in rows.values())
 

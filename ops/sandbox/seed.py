@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from components.config import DEMO
 from enforcer import decision
+from enforcer.engine import NO_ACTION
 from ops.sandbox.emulator import SandboxError
 from ops.sandbox.esm_runner import EsmStats
 from ops.sandbox.provisioning import log_rows
@@ -80,7 +81,7 @@ def seed_checks(
         checks.append(
             (
                 f"{obj.path}: one log row, re-keyed, reason '{expected_reason}'",
-                len(own) == 1 and own[0]["action_reason"] == expected_reason and own[0]["action_taken"] != "None"
+                len(own) == 1 and own[0]["action_reason"] == expected_reason and own[0]["action_taken"] != NO_ACTION
                 and own[0].get("outcome") == "rekeyed",
             )
         )
